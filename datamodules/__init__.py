@@ -1,0 +1,7 @@
+"""LightningDataModules for imgselect and the datasets, loaders and transforms they use."""
+
+from datamodules.fashion_mnist import FashionMNISTDataModule
+from datamodules.folder import FolderDataModule
+from datamodules.pool import PoolDataModule
+
+__all__ = ["FashionMNISTDataModule", "FolderDataModule", "PoolDataModule"]

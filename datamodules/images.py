@@ -1,0 +1,122 @@
+"""Decoding, resizing and serving images held in memory as uint8 tensors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from rich.progress import track
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Tensor:
+    """Resize ``(n, c, h, w)`` uint8 images to ``size``×``size`` (bilinear, antialiased); grey becomes RGB."""
+    if images.ndim != 4:
+        raise ValueError(f"expected (n, c, h, w) images, got shape {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[-2:] == (size, size):
+        return images.contiguous()
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].float()
+        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """Read any image file as RGB, resized to ``size``×``size``: a ``(3, size, size)`` uint8 array.
+
+    Raises:
+        OSError, ValueError, UnidentifiedImageError: the file is unreadable or not an image.
+    """
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im.convert("RGBA"))
+        rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def load_image_files(
+    paths: Sequence[Path],
+    size: int,
+    num_threads: int = 4,
+    description: str = "Decoding images",
+) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones.
+
+    Returns:
+        ``(images, kept, skipped)``: the ``(m, 3, size, size)`` tensor, the positions in ``paths`` of
+        the ``m`` readable files, and ``(path, reason)`` for each file that was skipped.
+    """
+
+    def one(p: Path) -> np.ndarray | str:
+        try:
+            return decode_image(p, size)
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            return f"{type(e).__name__}: {e}"
+
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=num_threads) as ex:
+        results = ex.map(one, paths)
+        for i, r in enumerate(track(results, total=len(paths), description=description, transient=True)):
+            if isinstance(r, str):
+                skipped.append((str(paths[i]), r))
+                log.warning("skipping unreadable image %s (%s)", paths[i], r)
+            else:
+                images.append(r)
+                kept.append(i)
+    if images:
+        tensor = torch.from_numpy(np.stack(images))
+    else:
+        tensor = torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return tensor, kept, skipped
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (recursive), sorted, by suffix (case-insensitive)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class ImageTensorDataset(Dataset):
+    """Serves ``(image, target)`` from an in-memory uint8 tensor.
+
+    ``target`` is the label when ``labels`` is given, else the image's index, so a model can tell
+    which pool image it saw. ``transform`` (if any) gets and returns a uint8 ``(3, h, w)`` tensor.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: np.ndarray | torch.Tensor | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.images = images
+        self.targets = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.arange(len(images))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.targets[i]

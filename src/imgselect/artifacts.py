@@ -1,0 +1,107 @@
+"""Files a run leaves for a person: selection.csv, pictures, JSON written atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid, save_image
+
+from imgselect.selection.selectors import Selection
+
+SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule"]
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as JSON so that readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[str]) -> None:
+    """One row per chosen image, in pick order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SELECTION_COLUMNS)
+        for i, idx in enumerate(selection.indices):
+            dist = float(selection.distance[i])
+            w.writerow(
+                [
+                    int(idx),
+                    ids[int(idx)],
+                    int(selection.cluster[i]),
+                    "" if math.isnan(dist) else f"{dist:.6g}",
+                    int(selection.cluster_size[i]),
+                    selection.rule[i],
+                ]
+            )
+
+
+def read_selection_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a ``selection.csv`` as dictionaries of strings."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def save_contact_sheet(path: str | Path, images: torch.Tensor, max_images: int = 1024, min_side: int = 48) -> Path:
+    """A grid of ``images`` (``(n, 3, h, w)`` uint8), upscaled so small images stay visible.
+
+    At most ``max_images`` are drawn (the first ones); the grid is as square as possible.
+    """
+    images = images[:max_images]
+    if len(images) == 0:
+        raise ValueError("no images to draw")
+    x = images.float() / 255.0
+    side = x.shape[-1]
+    if side < min_side:
+        scale = math.ceil(min_side / side)
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
+    nrow = math.ceil(math.sqrt(len(x)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), path)
+    return path
+
+
+def save_reconstructions(path: str | Path, originals: torch.Tensor, reconstructions: torch.Tensor, min_side: int = 64) -> Path:
+    """Originals (top row) over their reconstructions (bottom row), as in the paper's Fig. 4.
+
+    Both are float tensors in ``[0, 1]`` of shape ``(n, 3, h, w)``.
+    """
+    x = torch.cat([originals, reconstructions]).clamp(0, 1).float().cpu()
+    side = x.shape[-1]
+    if side < min_side:
+        x = torch.nn.functional.interpolate(x, scale_factor=math.ceil(min_side / side), mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(x, nrow=len(originals), padding=2, pad_value=1.0), path)
+    return path

@@ -1,0 +1,20 @@
+"""Entry point: `python train.py` (one job) or `python train.py -m selector=ae,random budget=125,200` (a sweep)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("IMGSELECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from imgselect.pipeline import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
