@@ -1,0 +1,93 @@
+"""Whole jobs on real Fashion-MNIST (a few hundred images, one epoch) and on a generated folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+from PIL import Image
+
+from imgselect.artifacts import read_selection_csv
+from imgselect.pipeline import run
+from tests.conftest import TINY
+
+
+def _check_selection(out: Path, budget: int, pool_size: int) -> list[dict[str, str]]:
+    rows = read_selection_csv(out / "selection.csv")
+    idx = [int(r["pool_index"]) for r in rows]
+    assert len(idx) == budget and len(set(idx)) == budget
+    assert all(0 <= i < pool_size for i in idx)
+    with Image.open(out / "selection.png") as im:
+        assert im.size[0] >= 48
+    return rows
+
+
+def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(*TINY)
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    result = json.loads((out / "result.json").read_text())
+    rows = _check_selection(out, 12, 300)
+    assert result["selector"] == "ae" and result["budget"] == 12 and result["pool_size"] == 300
+    assert result["autoencoder"]["cache_hit"] is False
+    assert result["autoencoder"]["ae/train_loss"] > 0
+    assert sum(result["selected_class_histogram"].values()) == 12
+    assert {r["rule"] for r in rows} == {"random"}
+    assert {int(r["cluster"]) for r in rows} == set(range(12))  # one image per cluster
+    assert (out / "reconstructions.png").exists() and (out / "autoencoder.ckpt").exists()
+    assert set(result["timings_s"]) >= {"data", "autoencoder", "embed", "selection", "total"}
+
+    # same pool, autoencoder config and seed: the next job loads the model, trains nothing,
+    # and (same selector, same seed) picks the same images
+    cfg2 = compose_cfg(*TINY)
+    run(cfg2)
+    result2 = json.loads((out / "result.json").read_text())
+    assert result2["autoencoder"]["cache_hit"] is True
+    assert "autoencoder" not in result2["timings_s"]
+    assert read_selection_csv(out / "selection.csv") == rows
+
+    # a different budget reuses the autoencoder too; a different seed does not
+    run(compose_cfg(*TINY, "budget=7", "selector.pick=centroid"))
+    r3 = json.loads((out / "result.json").read_text())
+    assert r3["autoencoder"]["cache_hit"] is True and r3["pick"] == "centroid"
+    _check_selection(out, 7, 300)
+    run(compose_cfg(*TINY, "seed=1"))
+    assert json.loads((out / "result.json").read_text())["autoencoder"]["cache_hit"] is False
+
+
+def test_random_job_never_trains(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(*TINY, "selector=random")
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    result = json.loads((out / "result.json").read_text())
+    assert result["selector"] == "random" and result["autoencoder"] == {}
+    assert not (out / "autoencoder.ckpt").exists()
+    rows = _check_selection(out, 12, 300)
+    assert {r["rule"] for r in rows} == {"uniform"}
+
+
+def test_folder_job_reports_skipped_files(compose_cfg: Callable[..., DictConfig], image_folder: dict) -> None:
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.pool_dir={image_folder['pool']}",
+        f"data.val={image_folder['csv']}",
+        "experiment=cpu",
+        "autoencoder.epochs=1",
+        "budget=5",
+    )
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    result = json.loads((out / "result.json").read_text())
+    assert result["pool_size"] == 41 and result["skipped_files"] == 1
+    assert "corrupt.jpg" in (out / "skipped.csv").read_text()
+    rows = _check_selection(out, 5, 41)
+    assert all(Path(r["image_id"]).exists() for r in rows)
+
+
+def test_budget_over_pool_is_a_clear_error(compose_cfg: Callable[..., DictConfig]) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"budget=301 exceeds the pool \(300 readable images in Fashion-MNIST train"):
+        run(compose_cfg(*TINY, "selector=random", "budget=301"))

@@ -1,0 +1,89 @@
+"""Every option of every config group composes and instantiates."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from tests.conftest import CONF
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_groups_are_all_there() -> None:
+    for group in ("data", "autoencoder", "selector", "trainer", "logger", "paths", "hydra", "experiment"):
+        assert options(group), group
+    assert {"ae", "random", "ae_centroid"} <= set(options("selector"))
+    assert {"cpu", "gpu", "ddp"} <= set(options("trainer"))
+
+
+def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg()
+    assert cfg.image_size == 64 and cfg.autoencoder.latent_dim == 512
+    assert cfg.autoencoder.lr == 1.0 and cfg.autoencoder.rho == 0.95
+    assert cfg.selector.pick == "random" and cfg.budget == 125
+    assert list(cfg.data.classes) == [0, 6]
+    cpu = compose_cfg("experiment=cpu")
+    assert cpu.image_size == 32 and cpu.data.image_size == 32 and cpu.autoencoder.image_size == 32
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data(name: str, compose_cfg: Callable[..., DictConfig], image_folder: dict) -> None:
+    extra = [f"data.pool_dir={image_folder['pool']}", f"data.val={image_folder['val']}"] if name == "folder" else []
+    cfg = compose_cfg(f"data={name}", "image_size=32", *extra)
+    dm = instantiate(cfg.data)
+    assert dm.image_size == 32
+
+
+@pytest.mark.parametrize("name", options("autoencoder"))
+def test_autoencoder(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    for preset in ([], ["experiment=cpu"]):
+        cfg = compose_cfg(f"autoencoder={name}", *preset)
+        ae = instantiate(cfg.autoencoder)
+        x = torch.zeros(2, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8)
+        assert ae.embed(x).shape == (2, 512)
+
+
+@pytest.mark.parametrize("name", options("selector"))
+def test_selector(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    sel = instantiate(compose_cfg(f"selector={name}", "budget=7").selector)
+    assert sel.budget == 7
+    assert sel.select(20, torch.randn(20, 4).numpy()).indices.size == 7
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_trainer(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    factory = instantiate(compose_cfg(f"trainer={name}").trainer)
+    assert isinstance(factory, functools.partial)
+    if name == "gpu" and not torch.cuda.is_available():
+        assert factory.keywords["accelerator"] == "gpu"
+        return
+    trainer = factory(max_epochs=1, logger=False)
+    if name == "ddp":
+        assert trainer.num_devices == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+    else:
+        assert trainer.num_devices == 1
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_logger(name: str, compose_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg(f"logger={name}")
+    logger = instantiate(cfg.logger)(name="autoencoder")
+    expected = {"csv": "CSVLogger", "wandb": "WandbLogger"}[name]
+    assert type(logger).__name__ == expected
+    assert str(logger.save_dir) == cfg.paths.output_dir
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(f"experiment={name}")
+    instantiate(cfg.autoencoder)
+    instantiate(cfg.selector)

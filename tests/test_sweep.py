@@ -1,0 +1,52 @@
+"""The multirun command users type, with tiny overrides: one folder per job, each with its selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imgselect.artifacts import read_selection_csv
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "selector=ae,random",
+        "budget=5,8",
+        "experiment=cpu",
+        "data.pool_limit=200",
+        "data.val_limit=40",
+        "autoencoder.epochs=1",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={fmnist_dir.parent}",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "result.json").exists())
+    assert len(jobs) == 4
+    seen = set()
+    hits = []
+    for job in jobs:
+        result = json.loads((job / "result.json").read_text())
+        rows = read_selection_csv(job / "selection.csv")
+        idx = {int(r["pool_index"]) for r in rows}
+        assert len(rows) == len(idx) == result["budget"]
+        assert (job / "selection.png").exists()
+        assert result["output_dir"] == str(job)
+        seen.add((result["selector"], result["budget"]))
+        if result["selector"] == "ae":
+            hits.append(result["autoencoder"]["cache_hit"])
+    assert seen == {("ae", 5), ("ae", 8), ("random", 5), ("random", 8)}
+    assert sorted(hits) == [False, True]  # the autoencoder was trained once for the sweep
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
