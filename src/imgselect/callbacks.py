@@ -34,11 +34,13 @@ def embed_images(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    description: str = "Embedding pool",
 ) -> torch.Tensor:
-    """Apply ``embed`` to uint8 ``images`` in batches; returns ``(n, d)`` float32 on the CPU."""
+    """Apply ``embed`` (an embedding or a prediction) to uint8 ``images`` in batches; returns ``(n, d)``
+    float32 on the CPU."""
     out = []
     starts = range(0, len(images), batch_size)
-    it = track(starts, description="Embedding pool", transient=True) if progress else starts
+    it = track(starts, description=description, transient=True) if progress else starts
     for i in it:
         out.append(embed(images[i : i + batch_size].to(device, non_blocking=True)).float().cpu())
     if not out:

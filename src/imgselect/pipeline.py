@@ -178,7 +178,7 @@ class _DropTips(logging.Filter):
 def quiet_lightning() -> None:
     """One line per message: Lightning's own console handlers duplicate Hydra's, so defer to Hydra's."""
     root_has_handlers = bool(logging.getLogger().handlers)
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         if root_has_handlers:
             logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)]
