@@ -25,7 +25,18 @@ from imgselect.pool import ImageSet
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 # sha256 of the *uncompressed* IDX files. Debian recompressed the .gz archives (their bytes and md5 differ
 # from the official ones) but the uncompressed bytes are the official ones.

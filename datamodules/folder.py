@@ -88,7 +88,9 @@ class FolderDataModule(PoolDataModule):
         pool_paths = list_images(self.pool_dir)
         if not pool_paths:
             raise FileNotFoundError(f"no images (jpg, png, bmp, webp) found under {self.pool_dir}")
-        images, kept, skipped = load_image_files(pool_paths, self.image_size, self.num_threads, "Decoding pool")
+        images, kept, skipped = load_image_files(
+            pool_paths, self.image_size, self.num_threads, "Decoding pool"
+        )
         pool = ImageSet(
             images=images,
             ids=[str(pool_paths[i]) for i in kept],
@@ -102,13 +104,21 @@ class FolderDataModule(PoolDataModule):
         class_names = self.classes or sorted(set(val_names))
         unknown = sorted(set(val_names) - set(class_names))
         if unknown:
-            raise ValueError(f"validation labels {unknown} in {self.val_path} are not among classes={class_names}")
+            raise ValueError(
+                f"validation labels {unknown} in {self.val_path} are not among classes={class_names}"
+            )
         if len(class_names) < 2:
-            raise ValueError(f"validation set {self.val_path} has {len(class_names)} class; a classifier needs 2 or more")
-        vimages, vkept, vskipped = load_image_files(val_paths, self.image_size, self.num_threads, "Decoding validation")
+            raise ValueError(
+                f"validation set {self.val_path} has {len(class_names)} class; a classifier needs 2 or more"
+            )
+        vimages, vkept, vskipped = load_image_files(
+            val_paths, self.image_size, self.num_threads, "Decoding validation"
+        )
         index = {c: i for i, c in enumerate(class_names)}
         val = ImageSet(
-            images=vimages if len(vimages) else torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8),
+            images=vimages
+            if len(vimages)
+            else torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8),
             ids=[str(val_paths[i]) for i in vkept],
             labels=np.array([index[val_names[i]] for i in vkept], dtype=np.int64),
             source=str(self.val_path),

@@ -29,7 +29,9 @@ def resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Te
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     for i in range(0, len(images), batch):
         x = images[i : i + batch].float()
-        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        y = torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out[i : i + batch] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
@@ -40,8 +42,9 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     Raises:
         OSError, ValueError, UnidentifiedImageError: the file is unreadable or not an image.
     """
-    with Image.open(path) as im:
-        im.load()
+    with Image.open(path) as f:
+        f.load()
+        im: Image.Image = f
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im.convert("RGBA"))
@@ -109,7 +112,9 @@ class ImageTensorDataset(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.images = images
-        self.targets = torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.arange(len(images))
+        self.targets = (
+            torch.as_tensor(labels, dtype=torch.long) if labels is not None else torch.arange(len(images))
+        )
         self.transform = transform
 
     def __len__(self) -> int:

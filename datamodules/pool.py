@@ -47,7 +47,9 @@ class PoolDataModule(pl.LightningDataModule):
             return
         self.pool, self.val, self.class_names = self.load()
         if len(self.pool) == 0:
-            raise RuntimeError(f"no readable images in {self.pool.source}; {len(self.pool.skipped)} files were skipped")
+            raise RuntimeError(
+                f"no readable images in {self.pool.source}; {len(self.pool.skipped)} files were skipped"
+            )
         log.info(
             "pool: %d images from %s (%d skipped); validation: %d images; classes: %s",
             len(self.pool),

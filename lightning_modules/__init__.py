@@ -1,5 +1,6 @@
 """LightningModules (autoencoder, classifier) and the plain nn.Modules inside them."""
 
 from lightning_modules.autoencoder import AutoencoderModule, ConvAutoencoder
+from lightning_modules.classifier import BatchAugment, ClassifierModule
 
-__all__ = ["AutoencoderModule", "ConvAutoencoder"]
+__all__ = ["AutoencoderModule", "BatchAugment", "ClassifierModule", "ConvAutoencoder"]

@@ -34,12 +34,16 @@ class ConvAutoencoder(nn.Module):
         channels: encoder widths, one per halving.
     """
 
-    def __init__(self, image_size: int = 64, latent_dim: int = 512, channels: Sequence[int] = (32, 64, 128)) -> None:
+    def __init__(
+        self, image_size: int = 64, latent_dim: int = 512, channels: Sequence[int] = (32, 64, 128)
+    ) -> None:
         super().__init__()
         channels = list(channels)
         side, rem = divmod(image_size, 2 ** len(channels))
         if rem or side < 1:
-            raise ValueError(f"image_size={image_size} must be divisible by 2**len(channels)={2 ** len(channels)}")
+            raise ValueError(
+                f"image_size={image_size} must be divisible by 2**len(channels)={2 ** len(channels)}"
+            )
         latent_ch, rem = divmod(latent_dim, side * side)
         if rem or latent_ch < 1:
             raise ValueError(
@@ -128,7 +132,14 @@ class AutoencoderModule(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x = self.prepare(batch[0])
         loss = nn.functional.mse_loss(self.net(x), x)
-        self.log(f"ae/{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train", sync_dist=stage != "train")
+        self.log(
+            f"ae/{stage}_loss",
+            loss,
+            prog_bar=True,
+            on_epoch=True,
+            on_step=stage == "train",
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -153,4 +164,4 @@ class AutoencoderModule(pl.LightningModule):
         log.info("autoencoder reconstructions: %s", path)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adadelta(self.parameters(), lr=self.hparams.lr, rho=self.hparams.rho)
+        return torch.optim.Adadelta(self.parameters(), lr=self.hparams["lr"], rho=self.hparams["rho"])

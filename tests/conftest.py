@@ -98,10 +98,16 @@ def compose_cfg(tmp_path: Path, fmnist_dir: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
+# A job small enough for a test: 300 pool images, one epoch of everything.
 TINY = [
     "experiment=cpu",
     "data.pool_limit=300",
     "data.val_limit=60",
     "autoencoder.epochs=1",
     "budget=12",
+    "classifier.epochs=1",
+    "pseudo.epochs=1",
+    "pseudo.size=40",
 ]
+# The selection half only (no classifier stage).
+SELECT_ONLY = [*TINY, "~classifier"]

@@ -36,7 +36,11 @@ def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None
 
 @pytest.mark.parametrize("name", options("data"))
 def test_data(name: str, compose_cfg: Callable[..., DictConfig], image_folder: dict) -> None:
-    extra = [f"data.pool_dir={image_folder['pool']}", f"data.val={image_folder['val']}"] if name == "folder" else []
+    extra = (
+        [f"data.pool_dir={image_folder['pool']}", f"data.val={image_folder['val']}"]
+        if name == "folder"
+        else []
+    )
     cfg = compose_cfg(f"data={name}", "image_size=32", *extra)
     dm = instantiate(cfg.data)
     assert dm.image_size == 32

@@ -26,6 +26,10 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
         "data.pool_limit=200",
         "data.val_limit=40",
         "autoencoder.epochs=1",
+        "classifier.epochs=1",
+        "pseudo.epochs=1",
+        "pseudo.size=20",
+        "folds=2",
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.data_dir={fmnist_dir.parent}",
@@ -50,3 +54,47 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
     assert seen == {("ae", 5), ("ae", 8), ("random", 5), ("random", 8)}
     assert sorted(hits) == [False, True]  # the autoencoder was trained once for the sweep
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    # the multirun-end callback wrote Table 1 with a row per selector and phase
+    md = (tmp_path / "sweep" / "table1.md").read_text()
+    assert "4 finished jobs" in md and "| 5 images | 8 images |" in md
+    for row in (
+        "| Random selection | Before",
+        "| Random selection | After",
+        "| Autoencoder | Before",
+        "| Autoencoder | After",
+    ):
+        assert row in md
+    assert (tmp_path / "sweep" / "table1.png").exists() and (tmp_path / "sweep" / "table1.csv").exists()
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir: Path) -> None:
+    """Lightning's DDP relaunch of a multirun job must rerun that job in its own folder, not the sweep."""
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "trainer=ddp",
+        "budget=5,8",
+        "experiment=cpu",
+        "data.pool_limit=200",
+        "data.val_limit=40",
+        "autoencoder.epochs=1",
+        "~classifier",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={fmnist_dir.parent}",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0_ae_budget5_seed0", "1_ae_budget8_seed0"]  # no stray folders from the relaunch
+    assert (
+        tmp_path / "sweep" / jobs[0] / "train_ddp_process_1.log"
+    ).exists()  # rank 1 ran in the job's folder
+    for job, budget in zip(jobs, (5, 8), strict=True):
+        rows = read_selection_csv(tmp_path / "sweep" / job / "selection.csv")
+        assert len({r["pool_index"] for r in rows}) == budget
+    assert not (tmp_path / "logs").exists()

@@ -72,7 +72,9 @@ def read_selection_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def save_contact_sheet(path: str | Path, images: torch.Tensor, max_images: int = 1024, min_side: int = 48) -> Path:
+def save_contact_sheet(
+    path: str | Path, images: torch.Tensor, max_images: int = 1024, min_side: int = 48
+) -> Path:
     """A grid of ``images`` (``(n, 3, h, w)`` uint8), upscaled so small images stay visible.
 
     At most ``max_images`` are drawn (the first ones); the grid is as square as possible.
@@ -92,7 +94,9 @@ def save_contact_sheet(path: str | Path, images: torch.Tensor, max_images: int =
     return path
 
 
-def save_reconstructions(path: str | Path, originals: torch.Tensor, reconstructions: torch.Tensor, min_side: int = 64) -> Path:
+def save_reconstructions(
+    path: str | Path, originals: torch.Tensor, reconstructions: torch.Tensor, min_side: int = 64
+) -> Path:
     """Originals (top row) over their reconstructions (bottom row), as in the paper's Fig. 4.
 
     Both are float tensors in ``[0, 1]`` of shape ``(n, 3, h, w)``.
@@ -104,4 +108,42 @@ def save_reconstructions(path: str | Path, originals: torch.Tensor, reconstructi
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(x, nrow=len(originals), padding=2, pad_value=1.0), path)
+    return path
+
+
+def save_confusion_matrices(
+    path: str | Path, matrices: dict[str, list[list[int]]], class_names: Sequence[str]
+) -> Path:
+    """Confusion matrices side by side (rows: true class, columns: predicted), counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(matrices)
+    size = max(3.5, 0.45 * len(class_names) + 2)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], matrices.items(), strict=True):
+        m = np.asarray(cm)
+        ax.imshow(m, cmap="Blues")
+        ax.set_title(title)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, class_names, fontsize=8)
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(
+                c,
+                r,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > m.max() / 2 else "black",
+            )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -70,7 +70,12 @@ class SelectionCallback(pl.Callback):
         batch_size: embedding batch size.
     """
 
-    def __init__(self, selector: KMeansSelector | RandomSelector, out_dir: str | Path | None = None, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        selector: KMeansSelector | RandomSelector,
+        out_dir: str | Path | None = None,
+        batch_size: int = 512,
+    ) -> None:
         self.selector = selector
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.batch_size = batch_size
@@ -80,9 +85,11 @@ class SelectionCallback(pl.Callback):
         self.outputs: dict[str, str] = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, PoolSource):
-            raise TypeError("SelectionCallback needs a datamodule with .pool, .val and .class_names (a PoolDataModule)")
+            raise TypeError(
+                "SelectionCallback needs a datamodule with .pool, .val and .class_names (a PoolDataModule)"
+            )
         pool = dm.pool
         world, rank = trainer.world_size, trainer.global_rank
         was_training = pl_module.training

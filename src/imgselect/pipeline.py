@@ -1,4 +1,5 @@
-"""The stages of one job, in order: data -> autoencoder -> selection (-> classifier, in later stages).
+"""The stages of one job, in order: data -> autoencoder -> selection -> labels -> k-fold classifiers ->
+pseudo-labels -> final classifier -> metrics.
 
 Only this module and ``train.py`` see the Hydra config; everything it builds takes typed arguments.
 """
@@ -23,16 +24,24 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from torch.utils.data import DataLoader, TensorDataset
 
 import imgselect
-from imgselect.artifacts import write_json_atomic
+from imgselect.artifacts import save_confusion_matrices, write_json_atomic
 from imgselect.callbacks import SelectionCallback, embed_images, write_selection
 from imgselect.pool import PoolSource
 from imgselect.selection.selectors import Selection
+from imgselect.semisupervised import choose_pseudo_labels, classification_metrics, stratified_folds
 
 log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes files (rank 0, or the only process)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 class StageTimer:
@@ -67,7 +76,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def autoencoder_cache_key(pool_fingerprint: str, ae_cfg: DictConfig, seed: int, trainer_cfg: DictConfig) -> str:
+def autoencoder_cache_key(
+    pool_fingerprint: str, ae_cfg: DictConfig, seed: int, trainer_cfg: DictConfig
+) -> str:
     """Key of a trained autoencoder: the pool's pixels, the autoencoder's config, the seed and the precision."""
     h = hashlib.sha256()
     h.update(pool_fingerprint.encode())
@@ -76,12 +87,20 @@ def autoencoder_cache_key(pool_fingerprint: str, ae_cfg: DictConfig, seed: int, 
     return h.hexdigest()[:16]
 
 
-def _make_trainer(cfg: DictConfig, out_dir: Path, stage: str, max_epochs: int, callbacks: list[pl.Callback]) -> pl.Trainer:
+def _make_trainer(
+    cfg: DictConfig, out_dir: Path, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
+) -> pl.Trainer:
     logger: Any = False
     if cfg.get("logger") is not None:
         logger = instantiate(cfg.logger)(name=stage)
     factory = instantiate(cfg.trainer)
-    return factory(max_epochs=max_epochs, callbacks=callbacks, logger=logger, default_root_dir=str(out_dir / stage))
+    return factory(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(out_dir / stage),
+        **kwargs,
+    )
 
 
 def _prepare_ddp_relaunch(cfg: DictConfig, out_dir: Path) -> None:
@@ -97,8 +116,9 @@ def _prepare_ddp_relaunch(cfg: DictConfig, out_dir: Path) -> None:
     if str(hc.mode) != "RunMode.MULTIRUN" or os.environ.get("LOCAL_RANK"):
         return
     sys.argv = [sys.argv[0], *hc.overrides.task]
-    with open_dict(hc):
-        hc.run.dir = str(out_dir)
+    run_node: Any = HydraConfig.instance().cfg.hydra.run  # type: ignore[union-attr]
+    with read_write(run_node), open_dict(run_node):
+        run_node.dir = str(out_dir)
 
 
 def autoencoder_selection(
@@ -122,9 +142,11 @@ def autoencoder_selection(
         with timer("selection"):
             embeddings = np.load(cache / "embeddings.npy")
             if len(embeddings) != len(pool):
-                raise RuntimeError(f"cached embeddings in {cache} hold {len(embeddings)} rows for a pool of {len(pool)}; delete {cache}")
+                raise RuntimeError(
+                    f"cached embeddings in {cache} hold {len(embeddings)} rows for a pool of {len(pool)}; delete {cache}"
+                )
             selection = selector.select(len(pool), embeddings, source=pool.source)
-        if rank_zero_only.rank == 0:
+        if is_rank_zero():
             write_selection(out_dir, selection, pool)
             for name in ("reconstructions.png", "ae_metrics.json"):
                 if (cache / name).exists():
@@ -145,20 +167,21 @@ def autoencoder_selection(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("ae/")}
     info.update(metrics)
     ckpt = out_dir / "autoencoder.ckpt"
-    trainer.save_checkpoint(ckpt, weights_only=True)  # every process calls it (a barrier under DDP); rank 0 writes
+    trainer.save_checkpoint(
+        ckpt, weights_only=True
+    )  # every process calls it (a barrier under DDP); rank 0 writes
     info["checkpoint"] = str(ckpt)
-    if trainer.is_global_zero:
-        if use_cache and callback.embeddings is not None:
-            tmp = cache.with_name(f".{key}.{os.getpid()}.tmp")
-            tmp.mkdir(parents=True, exist_ok=True)
-            np.save(tmp / "embeddings.npy", callback.embeddings)
-            shutil.copyfile(ckpt, tmp / "autoencoder.ckpt")
-            write_json_atomic(tmp / "ae_metrics.json", metrics)
-            if (out_dir / "reconstructions.png").exists():
-                shutil.copyfile(out_dir / "reconstructions.png", tmp / "reconstructions.png")
-            shutil.rmtree(cache, ignore_errors=True)
-            tmp.rename(cache)
-            log.info("autoencoder cached at %s", cache)
+    if trainer.is_global_zero and use_cache and callback.embeddings is not None:
+        tmp = cache.with_name(f".{key}.{os.getpid()}.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        np.save(tmp / "embeddings.npy", callback.embeddings)
+        shutil.copyfile(ckpt, tmp / "autoencoder.ckpt")
+        write_json_atomic(tmp / "ae_metrics.json", metrics)
+        if (out_dir / "reconstructions.png").exists():
+            shutil.copyfile(out_dir / "reconstructions.png", tmp / "reconstructions.png")
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+        log.info("autoencoder cached at %s", cache)
     return callback.selection, info
 
 
@@ -166,6 +189,146 @@ def _read_json(path: Path) -> dict[str, Any]:
     import json
 
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
+    ds = TensorDataset(images, torch.as_tensor(labels, dtype=torch.long))
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+
+
+def _predict(model: Any, images: torch.Tensor, description: str) -> np.ndarray:
+    model.eval()
+    probs = embed_images(model.predict_proba, images, 512, model.device, is_rank_zero(), description)
+    return probs.numpy()
+
+
+def train_classifier(
+    cfg: DictConfig,
+    out_dir: Path,
+    stage: str,
+    n_classes: int,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    epochs: int,
+    held_out: tuple[torch.Tensor, np.ndarray] | None = None,
+) -> Any:
+    """Train one classifier; with ``held_out``, keep the weights of its epoch of lowest held-out loss."""
+    model = instantiate(cfg.classifier, num_classes=n_classes)
+    bs = int(cfg.classifier.batch_size)
+    ckpt = None
+    callbacks: list[pl.Callback] = []
+    if held_out is not None:
+        ckpt = ModelCheckpoint(
+            dirpath=str(out_dir / "classifier"),
+            filename=stage,
+            monitor="val/loss",
+            mode="min",
+            save_weights_only=True,
+        )
+        callbacks.append(ckpt)
+    trainer = _make_trainer(cfg, out_dir, stage, epochs, callbacks, enable_checkpointing=ckpt is not None)
+    train_loader = _loader(images, labels, bs, shuffle=True)
+    val_loader = _loader(*held_out, bs, shuffle=False) if held_out is not None else None
+    trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if ckpt is not None and ckpt.best_model_path:
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    return model
+
+
+def classifier_stage(
+    cfg: DictConfig, dm: PoolSource, selection: Selection, out_dir: Path, timer: StageTimer
+) -> dict[str, Any]:
+    """Labels -> k-fold classifiers (before) -> pseudo-labels -> final classifier (after); returns result fields."""
+    pool, val = dm.pool, dm.val
+    n_classes = len(dm.class_names)
+    chosen = np.asarray(selection.indices)
+    labeler = instantiate(cfg.labels)
+    y = labeler.labels_for([pool.ids[i] for i in chosen], chosen, pool.labels, dm.class_names)
+    out: dict[str, Any] = {
+        "labels": labeler.name,
+        "folds": int(cfg.folds),
+        "pseudo_size": int(cfg.pseudo.size),
+    }
+    counts = np.bincount(y, minlength=n_classes)
+    lacking = [dm.class_names[c] for c in range(n_classes) if counts[c] == 0]
+    if lacking:
+        log.warning(
+            "the chosen set has no image of %s: the classifier learns those classes from no label, "
+            "so expect their F1 to be 0. Raise budget or check the labels.",
+            lacking,
+        )
+        out["classes_missing_from_labels"] = lacking
+    if len(val) == 0 or val.labels is None:
+        raise ValueError(f"the validation set {val.source} has no readable labeled image; metrics need one")
+    val_labels = val.labels
+
+    k = int(cfg.folds)
+    folds = stratified_folds(y, k, seed=int(cfg.seed))
+    images = pool.images[torch.as_tensor(chosen)]
+    rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    val_probs, rest_probs = [], []
+    with timer("classifier_folds"):
+        for i in range(k):
+            pl.seed_everything(int(cfg.seed) + i, workers=True, verbose=False)
+            train_mask = folds != i if k > 1 else np.ones(len(y), dtype=bool)
+            held = (images[~train_mask], y[~train_mask]) if k > 1 else None
+            model = train_classifier(
+                cfg,
+                out_dir,
+                f"classifier_fold{i}",
+                n_classes,
+                images[train_mask],
+                y[train_mask],
+                int(cfg.classifier.epochs),
+                held,
+            )
+            val_probs.append(_predict(model, val.images, f"Fold {i}: validation"))
+            if cfg.pseudo.size > 0 and len(rest):
+                rest_probs.append(
+                    _predict(model, pool.images[torch.as_tensor(rest)], f"Fold {i}: unlabeled pool")
+                )
+    before = np.mean(val_probs, axis=0)
+    out["before"] = classification_metrics(before, val_labels, int(cfg.positive_class))
+    log.info(
+        "before pseudo-labeling: %s", {k: v for k, v in out["before"].items() if k != "confusion_matrix"}
+    )
+    matrices = {"before pseudo-labeling": out["before"]["confusion_matrix"]}
+
+    out["after"] = None
+    if cfg.pseudo.size > 0 and len(rest):
+        with timer("pseudo_labeling"):
+            pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), int(cfg.pseudo.size))
+            for note in pseudo.notes:
+                log.warning("pseudo-labels: %s", note)
+            picked = rest[pseudo.indices]
+        out["pseudo"] = {
+            "count": len(picked),
+            "class_histogram": np.bincount(pseudo.labels, minlength=n_classes).tolist(),
+            "mean_confidence": float(pseudo.confidence.mean()) if len(picked) else None,
+            "accuracy": float((pool.labels[picked] == pseudo.labels).mean())
+            if pool.labels is not None and len(picked)
+            else None,
+            "notes": pseudo.notes,
+        }
+        with timer("classifier_final"):
+            pl.seed_everything(int(cfg.seed) + k, workers=True, verbose=False)
+            x_all = torch.cat([images, pool.images[torch.as_tensor(picked)]])
+            y_all = np.concatenate([y, pseudo.labels])
+            final = train_classifier(
+                cfg, out_dir, "classifier_final", n_classes, x_all, y_all, int(cfg.pseudo.epochs)
+            )
+            after = _predict(final, val.images, "Final: validation")
+        out["after"] = classification_metrics(after, val_labels, int(cfg.positive_class))
+        matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
+        log.info(
+            "after pseudo-labeling: %s", {k: v for k, v in out["after"].items() if k != "confusion_matrix"}
+        )
+        if is_rank_zero():
+            torch.save(final.state_dict(), out_dir / "classifier_final.pt")
+    if is_rank_zero():
+        save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
+    return out
 
 
 class _DropTips(logging.Filter):
@@ -187,6 +350,9 @@ def quiet_lightning() -> None:
         logging.getLogger(name).addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -210,11 +376,15 @@ def run(cfg: DictConfig) -> float | None:
     else:
         with timer("selection"):
             selection = selector.select(len(pool), source=pool.source)
-        if rank_zero_only.rank == 0:
+        if is_rank_zero():
             write_selection(out_dir, selection, pool)
     assert selection is not None
 
-    if rank_zero_only.rank != 0:
+    classifier: dict[str, Any] = {}
+    if (cfg.get("classifier") or {}).get("_target_"):  # `~classifier` stops after the selection
+        classifier = classifier_stage(cfg, dm, selection, out_dir, timer)
+
+    if not is_rank_zero():
         return None
     skipped = pool.skipped + dm.val.skipped
     if skipped:
@@ -240,6 +410,10 @@ def run(cfg: DictConfig) -> float | None:
             if chosen_labels is not None
             else None
         ),
+        "folds": classifier.get("folds"),
+        "pseudo_size": classifier.get("pseudo_size"),
+        "metrics": {"before": classifier.get("before"), "after": classifier.get("after")},
+        "classifier": {k: v for k, v in classifier.items() if k not in ("before", "after")},
         "selection_notes": selection.notes,
         "selection_stats": selection.stats,
         "autoencoder": info,
@@ -249,4 +423,7 @@ def run(cfg: DictConfig) -> float | None:
     }
     write_json_atomic(out_dir / "result.json", result)
     log.info("job done in %.1fs: %s", timer.seconds["total"], out_dir)
+    for stage in ("after", "before"):
+        if classifier.get(stage):
+            return float(classifier[stage]["f1"])
     return None

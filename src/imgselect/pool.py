@@ -30,7 +30,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be a (n, 3, h, w) uint8 tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be a (n, 3, h, w) uint8 tensor, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if len(self.ids) != len(self.images):
             raise ValueError(f"{len(self.ids)} ids for {len(self.images)} images")
         if self.labels is not None and len(self.labels) != len(self.images):

@@ -36,7 +36,11 @@ class SyntheticPool(PoolDataModule):
         base[3] = 0.5
         x = base[torch.arange(n) % 4] + 0.2 * torch.rand(n, 3, s, s, generator=g)
         imgs = (x.clamp(0, 1) * 255).to(torch.uint8)
-        return ImageSet(imgs, [f"img{i}" for i in range(n)]), ImageSet(imgs[:8], [f"v{i}" for i in range(8)]), ["a", "b"]
+        return (
+            ImageSet(imgs, [f"img{i}" for i in range(n)]),
+            ImageSet(imgs[:8], [f"v{i}" for i in range(8)]),
+            ["a", "b"],
+        )
 
 
 def main() -> None:

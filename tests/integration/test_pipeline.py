@@ -6,12 +6,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
 from imgselect.artifacts import read_selection_csv
 from imgselect.pipeline import run
-from tests.conftest import TINY
+from tests.conftest import SELECT_ONLY, TINY
 
 
 def _check_selection(out: Path, budget: int, pool_size: int) -> list[dict[str, str]]:
@@ -25,7 +26,7 @@ def _check_selection(out: Path, budget: int, pool_size: int) -> list[dict[str, s
 
 
 def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
-    cfg = compose_cfg(*TINY)
+    cfg = compose_cfg(*SELECT_ONLY)
     run(cfg)
     out = Path(cfg.paths.output_dir)
     result = json.loads((out / "result.json").read_text())
@@ -41,7 +42,7 @@ def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
 
     # same pool, autoencoder config and seed: the next job loads the model, trains nothing,
     # and (same selector, same seed) picks the same images
-    cfg2 = compose_cfg(*TINY)
+    cfg2 = compose_cfg(*SELECT_ONLY)
     run(cfg2)
     result2 = json.loads((out / "result.json").read_text())
     assert result2["autoencoder"]["cache_hit"] is True
@@ -49,16 +50,16 @@ def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
     assert read_selection_csv(out / "selection.csv") == rows
 
     # a different budget reuses the autoencoder too; a different seed does not
-    run(compose_cfg(*TINY, "budget=7", "selector.pick=centroid"))
+    run(compose_cfg(*SELECT_ONLY, "budget=7", "selector.pick=centroid"))
     r3 = json.loads((out / "result.json").read_text())
     assert r3["autoencoder"]["cache_hit"] is True and r3["pick"] == "centroid"
     _check_selection(out, 7, 300)
-    run(compose_cfg(*TINY, "seed=1"))
+    run(compose_cfg(*SELECT_ONLY, "seed=1"))
     assert json.loads((out / "result.json").read_text())["autoencoder"]["cache_hit"] is False
 
 
 def test_random_job_never_trains(compose_cfg: Callable[..., DictConfig]) -> None:
-    cfg = compose_cfg(*TINY, "selector=random")
+    cfg = compose_cfg(*SELECT_ONLY, "selector=random")
     run(cfg)
     out = Path(cfg.paths.output_dir)
     result = json.loads((out / "result.json").read_text())
@@ -76,6 +77,7 @@ def test_folder_job_reports_skipped_files(compose_cfg: Callable[..., DictConfig]
         "experiment=cpu",
         "autoencoder.epochs=1",
         "budget=5",
+        "~classifier",
     )
     run(cfg)
     out = Path(cfg.paths.output_dir)
@@ -89,5 +91,68 @@ def test_folder_job_reports_skipped_files(compose_cfg: Callable[..., DictConfig]
 def test_budget_over_pool_is_a_clear_error(compose_cfg: Callable[..., DictConfig]) -> None:
     import pytest
 
-    with pytest.raises(ValueError, match=r"budget=301 exceeds the pool \(300 readable images in Fashion-MNIST train"):
-        run(compose_cfg(*TINY, "selector=random", "budget=301"))
+    with pytest.raises(
+        ValueError, match=r"budget=301 exceeds the pool \(300 readable images in Fashion-MNIST train"
+    ):
+        run(compose_cfg(*SELECT_ONLY, "selector=random", "budget=301"))
+
+
+def test_whole_job_result_json(compose_cfg: Callable[..., DictConfig]) -> None:
+    """pool -> autoencoder -> selection -> labels -> 2 fold classifiers -> pseudo-labels -> final -> metrics."""
+    cfg = compose_cfg(*TINY, "folds=2", "budget=20")
+    f1 = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    r = json.loads((out / "result.json").read_text())
+    assert r["selector"] == "ae" and r["pick"] == "random" and r["budget"] == 20 and r["seed"] == 0
+    assert r["folds"] == 2 and r["pseudo_size"] == 40
+    for phase in ("before", "after"):
+        m = r["metrics"][phase]
+        assert 0 <= m["f1"] <= 1 and 0 <= m["accuracy"] <= 1
+        assert np.array(m["confusion_matrix"]).sum() == 60  # every validation image counted once
+    assert f1 == r["metrics"]["after"]["f1"]
+    pseudo = r["classifier"]["pseudo"]
+    assert pseudo["count"] <= 40 and sum(pseudo["class_histogram"]) == pseudo["count"]
+    assert 0 <= pseudo["accuracy"] <= 1
+    assert sum(r["selected_class_histogram"].values()) == 20
+    assert set(r["timings_s"]) >= {
+        "data",
+        "autoencoder",
+        "embed",
+        "selection",
+        "classifier_folds",
+        "pseudo_labeling",
+        "classifier_final",
+        "total",
+    }
+    assert {"torch", "lightning", "faiss", "imgselect"} <= set(r["versions"])
+    assert (out / "confusion.png").exists() and (out / "classifier_final.pt").exists()
+    assert sorted(p.name for p in (out / "classifier").iterdir()) == [
+        "classifier_fold0.ckpt",
+        "classifier_fold1.ckpt",
+    ]
+
+
+def test_labels_csv_round_trip(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    """A person labels selection.csv (here: from the dataset's labels), the job reads it back."""
+    cfg = compose_cfg(*SELECT_ONLY, "selector=random")
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = read_selection_csv(out / "selection.csv")
+    from datamodules.fashion_mnist import CLASS_NAMES, read_idx
+
+    train_labels = read_idx(Path(cfg.data.data_dir) / "train-labels-idx1-ubyte")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "image_id,label\n"
+        + "".join(
+            f"{r['image_id']},{CLASS_NAMES[train_labels[int(r['image_id'].split(':')[1])]]}\n" for r in rows
+        )
+    )
+    cfg2 = compose_cfg(*TINY, "selector=random", "labels=csv", f"labels.path={labels}", "pseudo.size=0")
+    run(cfg2)
+    r = json.loads((out / "result.json").read_text())
+    assert (
+        r["classifier"]["labels"] == "csv"
+        and r["metrics"]["after"] is None
+        and r["metrics"]["before"]["f1"] >= 0
+    )

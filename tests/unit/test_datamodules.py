@@ -46,12 +46,16 @@ class TestFolder:
         with pytest.raises(FileNotFoundError, match="nowhere"):
             FolderDataModule(pool_dir=str(tmp_path / "nowhere"), val=str(image_folder["val"])).setup()
         with pytest.raises(FileNotFoundError, match="validation set .*missing.csv"):
-            FolderDataModule(pool_dir=str(image_folder["pool"]), val=str(tmp_path / "missing.csv"), image_size=16).setup()
+            FolderDataModule(
+                pool_dir=str(image_folder["pool"]), val=str(tmp_path / "missing.csv"), image_size=16
+            ).setup()
 
     def test_unknown_class_in_csv(self, tmp_path: Path, image_folder: dict[str, Path]) -> None:
         csv = tmp_path / "v.csv"
         csv.write_text(f"{image_folder['val'] / 'disc' / 'v0.png'},cat\n")
-        dm = FolderDataModule(pool_dir=str(image_folder["pool"]), val=str(csv), classes=["disc", "square"], image_size=16)
+        dm = FolderDataModule(
+            pool_dir=str(image_folder["pool"]), val=str(csv), classes=["disc", "square"], image_size=16
+        )
         with pytest.raises(ValueError, match=r"labels \['cat'\]"):
             dm.setup()
 
@@ -95,7 +99,9 @@ class TestFashionMNIST:
     def test_offline_download_fails_fast_and_says_what_to_do(self, tmp_path: Path) -> None:
         t0 = time.perf_counter()
         with pytest.raises(RuntimeError, match="apt-get install dataset-fashion-mnist"):
-            ensure_fashion_mnist(tmp_path, system_dir=tmp_path / "none", mirror="http://127.0.0.1:9/", timeout=5)
+            ensure_fashion_mnist(
+                tmp_path, system_dir=tmp_path / "none", mirror="http://127.0.0.1:9/", timeout=5
+            )
         assert time.perf_counter() - t0 < 30
 
     def test_default_task(self, fmnist_dir: Path) -> None:
@@ -108,7 +114,9 @@ class TestFashionMNIST:
         assert dm.pool.ids[0] == "train:1"  # train index 0 is an ankle boot, index 1 a T-shirt/top
 
     def test_ten_classes_and_limits(self, fmnist_dir: Path) -> None:
-        dm = FashionMNISTDataModule(data_dir=str(fmnist_dir), classes=range(10), pool_limit=500, val_limit=100, image_size=16)
+        dm = FashionMNISTDataModule(
+            data_dir=str(fmnist_dir), classes=range(10), pool_limit=500, val_limit=100, image_size=16
+        )
         dm.setup()
         assert len(dm.pool) == 500 and len(dm.val) == 100 and len(dm.class_names) == 10
 

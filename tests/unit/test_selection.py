@@ -107,7 +107,9 @@ class TestSelectors:
     def test_budget_checks(self) -> None:
         with pytest.raises(ValueError, match=r"budget=0 must be at least 1"):
             check_budget(0, 10)
-        with pytest.raises(ValueError, match=r"budget=500 exceeds the pool \(312 readable images in data/pool\)"):
+        with pytest.raises(
+            ValueError, match=r"budget=500 exceeds the pool \(312 readable images in data/pool\)"
+        ):
             check_budget(500, 312, "data/pool")
         with pytest.raises(TypeError):
             check_budget(2.5, 10)  # type: ignore[arg-type]

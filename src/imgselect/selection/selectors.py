@@ -71,7 +71,9 @@ class RandomSelector:
         self.budget = budget
         self.seed = seed
 
-    def select(self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool") -> Selection:
+    def select(
+        self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool"
+    ) -> Selection:
         """Pick ``budget`` distinct indices of ``range(n_pool)``; ``embeddings`` is ignored."""
         check_budget(self.budget, n_pool, source)
         rng = np.random.default_rng(self.seed)
@@ -125,7 +127,9 @@ class KMeansSelector:
         self.max_points_per_centroid = max_points_per_centroid
         self.gpu = gpu
 
-    def select(self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool") -> Selection:
+    def select(
+        self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool"
+    ) -> Selection:
         """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster."""
         if embeddings is None:
             raise ValueError("the K-means selector needs pool embeddings; train the autoencoder first")
@@ -155,7 +159,7 @@ class KMeansSelector:
         else:
             per_cluster = pick_nearest(res.assignments, res.sq_distances, k)
         chosen = per_cluster[per_cluster >= 0]
-        rule = [self.pick] * len(chosen)
+        rule: list[str] = [str(self.pick)] * len(chosen)
         n_empty = k - len(chosen)
         if n_empty:
             extra = fill_farthest(chosen, res.sq_distances, n_empty)

@@ -1,0 +1,89 @@
+"""Labels for the chosen images: revealed from the dataset (benchmarks) or read from a person's CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class OracleLabels:
+    """Reveal the dataset's own labels for the chosen images only (benchmark mode)."""
+
+    name = "oracle"
+
+    def labels_for(
+        self, ids: Sequence[str], indices: np.ndarray, pool_labels: np.ndarray | None, class_names: list[str]
+    ) -> np.ndarray:
+        if pool_labels is None:
+            raise ValueError(
+                "labels=oracle needs a pool with known labels (a benchmark dataset); for your own images "
+                "label selection.csv and run with labels=csv labels.path=<your file>"
+            )
+        return np.asarray(pool_labels)[np.asarray(indices)].astype(np.int64)
+
+
+class CsvLabels:
+    """Read ``image_id,label`` rows written by a person (production mode).
+
+    ``label`` is a class name (as in ``class_names``) or its index. A header row is optional.
+    ``selection.csv`` with a ``label`` column added is accepted as it is.
+
+    Args:
+        path: the CSV file.
+    """
+
+    name = "csv"
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, str]:
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"labels.path={self.path}: no such file. Write one 'image_id,label' row per image of selection.csv"
+            )
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            raise ValueError(f"{self.path} is empty")
+        header = [c.strip().lower() for c in rows[0]]
+        has_header = "image_id" in header and "label" in header
+        i_id, i_label = (header.index("image_id"), header.index("label")) if has_header else (0, 1)
+        out: dict[str, str] = {}
+        for lineno, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) <= max(i_id, i_label) or not row[i_label].strip():
+                raise ValueError(f"{self.path}:{lineno}: expected image_id and label, got {row!r}")
+            out[row[i_id].strip()] = row[i_label].strip()
+        return out
+
+    def labels_for(
+        self, ids: Sequence[str], indices: np.ndarray, pool_labels: np.ndarray | None, class_names: list[str]
+    ) -> np.ndarray:
+        table = self.read()
+        missing = [i for i in ids if i not in table]
+        if missing:
+            raise ValueError(
+                f"{self.path} has no label for {len(missing)} of the {len(ids)} chosen images "
+                f"(e.g. {missing[:3]}); label every image_id in selection.csv"
+            )
+        index = {name: i for i, name in enumerate(class_names)}
+        out = []
+        for image_id in ids:
+            raw = table[image_id]
+            if raw in index:
+                out.append(index[raw])
+            elif raw.isdigit() and int(raw) < len(class_names):
+                out.append(int(raw))
+            else:
+                raise ValueError(
+                    f"{self.path}: label {raw!r} of {image_id} is not one of the classes {class_names} (or their index)"
+                )
+        return np.asarray(out, dtype=np.int64)

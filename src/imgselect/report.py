@@ -1,0 +1,202 @@
+"""The paper's Table 1 from a sweep folder: F1 before/after pseudo-labeling, selector × budget, mean ± std over seeds.
+
+    python -m imgselect.report logs/train/multiruns/2026-11-29_10-00-00
+
+Works on finished and partly finished sweeps (jobs without result.json are counted as missing). Also runs
+by itself at the end of every multirun (``Table1Callback`` in ``conf/hydra/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PHASES = (("before", "Before pseudo-labeling"), ("after", "After pseudo-labeling"))
+
+
+def selector_label(result: dict[str, Any]) -> str:
+    """Row name of a job: the paper's names, with the pick rule when it is not the paper's."""
+    if result.get("selector") == "random":
+        return "Random selection"
+    pick = result.get("pick", "random")
+    return "Autoencoder" if pick == "random" else f"Autoencoder ({pick} pick)"
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every job's result.json under ``sweep_dir`` (one level down), and the job folders without one."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+    results, missing = [], []
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        path = job / "result.json"
+        if not path.exists():
+            if (job / ".hydra").exists() or (job / "train.log").exists():
+                missing.append(job.name)
+            continue
+        try:
+            results.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            log.warning("skipping unreadable %s (%s)", path, e)
+            missing.append(job.name)
+    return results, missing
+
+
+def summarise(results: list[dict[str, Any]], metric: str = "f1") -> dict[tuple[str, str, int], list[float]]:
+    """``(selector label, phase, budget) -> [metric of each seed]``."""
+    cells: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for r in results:
+        metrics = r.get("metrics") or {}
+        for phase, _ in PHASES:
+            m = metrics.get(phase)
+            if m and m.get(metric) is not None and not math.isnan(m[metric]):
+                cells[(selector_label(r), phase, int(r["budget"]))].append(float(m[metric]))
+    return cells
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.3f} (n=1)"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
+
+
+def write_table1(
+    sweep_dir: str | Path, out_dir: str | Path | None = None, metric: str = "f1"
+) -> dict[str, Path]:
+    """Write ``table1.md``, ``table1.csv`` and ``table1.png`` for the sweep; returns their paths."""
+    sweep_dir = Path(sweep_dir)
+    results, missing = collect(sweep_dir)
+    if not results:
+        raise ValueError(f"no finished job (result.json) under {sweep_dir}")
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = summarise(results, metric)
+    budgets = sorted({b for _, _, b in cells} | {int(r["budget"]) for r in results})
+    selectors = sorted(
+        {s for s, _, _ in cells} | {selector_label(r) for r in results},
+        key=lambda s: (s != "Random selection", s),
+    )
+
+    lines = [
+        f"# Table 1: {metric.upper()} on the validation set",
+        "",
+        f"Sweep: `{sweep_dir}` — {len(results)} finished jobs"
+        + (f", {len(missing)} unfinished: {', '.join(missing)}" if missing else ""),
+        "",
+        "| Selector | Training | " + " | ".join(f"{b} images" for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
+    rows = []
+    for s in selectors:
+        for phase, phase_name in PHASES:
+            vals = [cells.get((s, phase, b), []) for b in budgets]
+            if not any(vals):
+                continue
+            lines.append(f"| {s} | {phase_name} | " + " | ".join(_fmt(v) for v in vals) + " |")
+            for b, v in zip(budgets, vals, strict=True):
+                if v:
+                    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+                    rows.append([s, phase, b, metric, f"{statistics.fmean(v):.6f}", f"{sd:.6f}", len(v)])
+    lines += ["", "Cells: mean ± sample standard deviation over seeds (n = number of seeds)."]
+    paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "png": out_dir / "table1.png"}
+    paths["md"].write_text("\n".join(lines) + "\n")
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["selector", "phase", "budget", "metric", "mean", "std", "n"])
+        w.writerows(rows)
+    _plot(paths["png"], cells, selectors, budgets, metric)
+    return paths
+
+
+def _plot(
+    path: Path,
+    cells: dict[tuple[str, str, int], list[float]],
+    selectors: list[str],
+    budgets: list[int],
+    metric: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, s in enumerate(selectors):
+        for phase, phase_name in PHASES:
+            pts = [(b, cells[(s, phase, b)]) for b in budgets if cells.get((s, phase, b))]
+            if not pts:
+                continue
+            xs = [b for b, _ in pts]
+            ys = [statistics.fmean(v) for _, v in pts]
+            es = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in pts]
+            ax.errorbar(
+                xs, ys, yerr=es, marker="o", capsize=3, color=colors[i % len(colors)],
+                linestyle="-" if phase == "after" else "--", label=f"{s}, {phase_name.lower()}",
+            )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("labeling budget (images)")
+    ax.set_ylabel(f"validation {metric.upper()}")
+    ax.set_title("Selection vs random: mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra is a dependency
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class Table1Callback(_HydraCallback):
+    """Hydra callback: write Table 1 into the sweep folder when a multirun ends."""
+
+    def __init__(self, metric: str = "f1") -> None:
+        self.metric = metric
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            paths = write_table1(sweep_dir, metric=self.metric)
+        except ValueError as e:
+            log.warning("no Table 1: %s", e)
+            return
+        log.info("Table 1: %s\n%s", paths["md"], paths["md"].read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgselect.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", help="a multirun folder (one subfolder per job)")
+    parser.add_argument("--out", help="where to write table1.{md,csv,png} (default: the sweep folder)")
+    parser.add_argument("--metric", default="f1", choices=["f1", "accuracy", "auroc"])
+    args = parser.parse_args(argv)
+    try:
+        paths = write_table1(args.sweep_dir, args.out, args.metric)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print("wrote", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

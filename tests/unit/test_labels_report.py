@@ -1,0 +1,91 @@
+"""Label providers and the Table 1 report on a hand-made sweep folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgselect.labels import CsvLabels, OracleLabels
+from imgselect.report import main as report_main
+from imgselect.report import write_table1
+
+CLASSES = ["customer", "staff"]
+
+
+class TestLabels:
+    def test_oracle_reveals_only_the_chosen(self) -> None:
+        y = OracleLabels().labels_for(["a", "c"], np.array([0, 2]), np.array([1, 0, 0]), CLASSES)
+        assert y.tolist() == [1, 0]
+        with pytest.raises(ValueError, match="labels=csv"):
+            OracleLabels().labels_for(["a"], np.array([0]), None, CLASSES)
+
+    def test_csv_names_and_indices(self, tmp_path: Path) -> None:
+        f = tmp_path / "l.csv"
+        f.write_text("image_id,label\nimg/a.png,staff\nimg/b.png,0\n\n")
+        assert CsvLabels(str(f)).labels_for(
+            ["img/b.png", "img/a.png"], np.array([1, 0]), None, CLASSES
+        ).tolist() == [0, 1]
+
+    def test_csv_selection_file_with_label_column(self, tmp_path: Path) -> None:
+        f = tmp_path / "selection.csv"
+        f.write_text("pool_index,image_id,cluster,label\n3,x.png,0,customer\n")
+        assert CsvLabels(str(f)).labels_for(["x.png"], np.array([3]), None, CLASSES).tolist() == [0]
+
+    def test_csv_errors(self, tmp_path: Path) -> None:
+        f = tmp_path / "l.csv"
+        f.write_text("a.png,staff\nb.png,manager\n")
+        with pytest.raises(ValueError, match=r"no label for 1 of the 2 chosen images \(e.g. \['c.png'\]\)"):
+            CsvLabels(str(f)).labels_for(["a.png", "c.png"], np.array([0, 1]), None, CLASSES)
+        with pytest.raises(ValueError, match="label 'manager' of b.png is not one of the classes"):
+            CsvLabels(str(f)).labels_for(["b.png"], np.array([0]), None, CLASSES)
+        with pytest.raises(FileNotFoundError, match="labels.path=.*nope.csv"):
+            CsvLabels(str(tmp_path / "nope.csv")).labels_for(["a"], np.array([0]), None, CLASSES)
+
+
+def _job(
+    root: Path, name: str, selector: str, budget: int, seed: int, before: float, after: float | None
+) -> None:
+    d = root / name
+    d.mkdir()
+    metrics = {"before": {"f1": before}, "after": {"f1": after} if after is not None else None}
+    (d / "result.json").write_text(
+        json.dumps(
+            {
+                "selector": selector,
+                "pick": "random" if selector == "ae" else "uniform",
+                "budget": budget,
+                "seed": seed,
+                "metrics": metrics,
+            }
+        )
+    )
+
+
+def test_table1_on_hand_made_sweep(tmp_path: Path) -> None:
+    _job(tmp_path, "0", "ae", 125, 0, 0.80, 0.90)
+    _job(tmp_path, "1", "ae", 125, 1, 0.84, 0.86)
+    _job(tmp_path, "2", "random", 125, 0, 0.70, 0.75)
+    _job(tmp_path, "3", "random", 200, 0, 0.72, None)
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "train.log").write_text("still running")
+    paths = write_table1(tmp_path)
+    md = paths["md"].read_text()
+    assert "4 finished jobs, 1 unfinished: 4" in md
+    assert "| Autoencoder | After pseudo-labeling | 0.880 ± 0.028 (n=2) | – |" in md
+    assert "| Random selection | Before pseudo-labeling | 0.700 (n=1) | 0.720 (n=1) |" in md
+    assert md.index("Random selection") < md.index("| Autoencoder |")  # the paper's row order
+    rows = paths["csv"].read_text().splitlines()
+    assert rows[0] == "selector,phase,budget,metric,mean,std,n"
+    assert "Autoencoder,before,125,f1,0.820000,0.028284,2" in rows
+    assert paths["png"].stat().st_size > 1000
+
+
+def test_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report_main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    _job(tmp_path, "0", "ae", 125, 0, 0.8, 0.9)
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "table1.md").exists()
