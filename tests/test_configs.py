@@ -91,3 +91,29 @@ def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
     cfg = compose_cfg(f"experiment={name}")
     instantiate(cfg.autoencoder)
     instantiate(cfg.selector)
+
+
+@pytest.mark.parametrize("name", ["paper_table1", "smoke"])
+def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
+    """The sweep files extend conf/train.yaml and carry their sweep; the CPU preset still applies on top."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import ROOT
+
+    GlobalHydra.instance().clear()
+    os.environ["IMGSELECT_ROOT"] = str(ROOT)
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        overrides = [f"hydra.searchpath=[file://{ROOT / 'conf'}]", "experiment=cpu"]  # as --config-dir does
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    params = dict(cfg.hydra.sweeper.params)
+    assert params["selector"] == "ae,random"
+    if name == "paper_table1":
+        assert params == {"selector": "ae,random", "budget": "125,200,500,1000", "seed": "0,1,2"}
+        assert cfg.classifier.epochs == 15 and cfg.image_size == 32  # the preset on top of the paper sweep
+    else:
+        assert cfg.data.pool_limit == 1000 and cfg.pseudo.size == 100
+    assert cfg.selector._target_.endswith("KMeansSelector") and cfg.folds == 3

@@ -6,7 +6,9 @@ Only this module and ``train.py`` see the Hydra config; everything it builds tak
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -167,9 +169,8 @@ def autoencoder_selection(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("ae/")}
     info.update(metrics)
     ckpt = out_dir / "autoencoder.ckpt"
-    trainer.save_checkpoint(
-        ckpt, weights_only=True
-    )  # every process calls it (a barrier under DDP); rank 0 writes
+    # every process calls save_checkpoint (a barrier under DDP); rank 0 writes
+    trainer.save_checkpoint(ckpt, weights_only=True)
     info["checkpoint"] = str(ckpt)
     if trainer.is_global_zero and use_cache and callback.embeddings is not None:
         tmp = cache.with_name(f".{key}.{os.getpid()}.tmp")
@@ -186,8 +187,6 @@ def autoencoder_selection(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -388,8 +387,6 @@ def run(cfg: DictConfig) -> float | None:
         return None
     skipped = pool.skipped + dm.val.skipped
     if skipped:
-        import csv
-
         with (out_dir / "skipped.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("path", "reason"), *skipped])
     timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
