@@ -57,7 +57,8 @@ def main() -> None:
     tr, te = perm[:10000], perm[10000:]
 
     trained = AutoencoderModule(image_size=args.image_size, channels=channels)
-    trained.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    trained.load_state_dict(ckpt["state_dict"])
     torch.manual_seed(0)
     untrained = AutoencoderModule(image_size=args.image_size, channels=channels)
     reps = {

@@ -37,7 +37,9 @@ def main() -> None:
     model = AutoencoderModule(image_size=args.image_size, channels=channels)
     if args.checkpoint:
         model.load_state_dict(
-            torch.load(args.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+            torch.load(args.checkpoint, map_location="cpu", weights_only=False)[
+                "state_dict"
+            ]  # our own Lightning checkpoint
         )
     model.eval()
     rows = []
