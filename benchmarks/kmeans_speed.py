@@ -11,14 +11,12 @@ Lloyd-iteration rate, 2·N·K·d FLOP per iteration, as a fraction of this machi
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from record import save_result
 
 
 def matmul_gflops(repeats: int = 5) -> dict[str, float]:
@@ -106,24 +104,13 @@ def main() -> None:
                 rows.append(row)
                 print(f"{name:40s} K={k:5d} {method:20s} {r['seconds']:8.2f}s objective {r['objective']:.6g} "
                       f"{r['gflops']:6.1f} GFLOP/s ({r['fraction_of_matmul']:.0%} of matmul)", flush=True)  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": "python benchmarks/kmeans_speed.py "
-                + " ".join(f"--embeddings {args.embeddings}".split() if args.embeddings else []),
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-                "matmul_gflops": peak,
-                "matmul_gflops_each": matmul,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    save_result(
+        args.out,
+        command=" ".join(["python", *sys.argv]),
+        matmul_gflops=peak,
+        matmul_gflops_each=matmul,
+        rows=rows,
     )
-    print("wrote", out)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,10 @@ are used here for diagnosis only, never by the selection):
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
+from record import save_result
 
 from datamodules import FashionMNISTDataModule
 from imgselect.callbacks import embed_images
@@ -102,22 +99,13 @@ def main() -> None:
                 f"budget {budget:5d} {name:20s} Shirt share {np.mean(s):.3f}  mean |share - 0.5| {np.mean(dev):.3f}"
             )
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": f"python benchmarks/latent_probe.py --checkpoint {args.checkpoint} --image-size {args.image_size}",
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count()},
-                "knn_accuracy": knn,
-                "reconstruction_mse_heldout": mse,
-                "coverage_summary": summary,
-                "coverage": coverage,
-            },
-            indent=2,
-        )
-        + "\n"
+    save_result(
+        args.out,
+        command=f"python benchmarks/latent_probe.py --checkpoint {args.checkpoint} --image-size {args.image_size}",
+        knn_accuracy=knn,
+        reconstruction_mse_heldout=mse,
+        coverage_summary=summary,
+        coverage=coverage,
     )
 
 

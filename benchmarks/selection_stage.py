@@ -11,14 +11,11 @@ does in a real run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
+from record import save_result
 
 from datamodules import FashionMNISTDataModule
 from imgselect.callbacks import embed_images, write_selection
@@ -74,21 +71,12 @@ def main() -> None:
                     f"write {t_write:5.2f}s  total {total:6.2f}s  (K-means+pick {t_select / total:.0%})",
                     flush=True,
                 )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": "python benchmarks/selection_stage.py"
-                + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
-                + f" --image-size {args.image_size}",
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    save_result(
+        args.out,
+        command="python benchmarks/selection_stage.py"
+        + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + f" --image-size {args.image_size}",
+        rows=rows,
     )
 
 

@@ -11,16 +11,13 @@ steps after warm-up; the first steps (allocation, oneDNN kernel choice) are excl
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from record import save_result
 
 from datamodules import FashionMNISTDataModule
 from imgselect.pipeline import _loader
@@ -123,21 +120,12 @@ def main() -> None:
         print(
             f"{r['model']:26s} bare {r['bare_img_s']:7.1f} img/s  pipeline {r['pipeline_img_s']:7.1f} img/s  ratio {r['ratio']:.0%}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": f"python benchmarks/throughput.py --image-size {args.image_size} --steps {args.steps}",
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-                "image_size": args.image_size,
-                "batch_size": 128,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    save_result(
+        args.out,
+        command=f"python benchmarks/throughput.py --image-size {args.image_size} --steps {args.steps}",
+        image_size=args.image_size,
+        batch_size=128,
+        rows=rows,
     )
 
 

@@ -14,29 +14,41 @@ from imgselect.artifacts import read_selection_csv
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow
-def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
+def multirun(tmp_path: Path, fmnist_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> None:
+    """Run `python train.py -m <overrides>` on a tiny pool with every path under ``tmp_path``; the sweep goes to
+    ``tmp_path/sweep``."""
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
         "-m",
-        "selector=ae,random",
-        "budget=5,8",
+        *overrides,
         "experiment=cpu",
         "data.pool_limit=200",
         "data.val_limit=40",
         "autoencoder.epochs=1",
-        "classifier.epochs=1",
-        "pseudo.epochs=1",
-        "pseudo.size=20",
-        "folds=2",
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.data_dir={fmnist_dir.parent}",
         "hydra.sweep.dir=" + str(tmp_path / "sweep"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
+    multirun(
+        tmp_path,
+        fmnist_dir,
+        "selector=ae,random",
+        "budget=5,8",
+        "classifier.epochs=1",
+        "pseudo.epochs=1",
+        "pseudo.size=20",
+        "folds=2",
+    )
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "result.json").exists())
     assert len(jobs) == 4
     seen = set()
@@ -70,25 +82,7 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
 @pytest.mark.slow
 def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir: Path) -> None:
     """Lightning's DDP relaunch of a multirun job must rerun that job in its own folder, not the sweep."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "-m",
-        "trainer=ddp",
-        "budget=5,8",
-        "experiment=cpu",
-        "data.pool_limit=200",
-        "data.val_limit=40",
-        "autoencoder.epochs=1",
-        "~classifier",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.data_dir={fmnist_dir.parent}",
-        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    multirun(tmp_path, fmnist_dir, "trainer=ddp", "budget=5,8", "~classifier", env={"OMP_NUM_THREADS": "1"})
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert jobs == ["0_ae_budget5_seed0", "1_ae_budget8_seed0"]  # no stray folders from the relaunch
     assert (
