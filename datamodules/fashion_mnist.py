@@ -152,6 +152,10 @@ class FashionMNISTDataModule(PoolDataModule):
         val_limit: likewise for the validation set.
         image_size, batch_size, num_workers: see :class:`PoolDataModule`.
         allow_download: fall back to the official mirror when no local copy exists.
+        val_split: ``"test"`` (the paper's next-day validation: the test split) or ``"train_holdout"``:
+            ``holdout_size`` images held out of the train split (fixed seed) as validation and removed from
+            the pool — for choosing settings without looking at the test split.
+        holdout_size: size of that held-out set.
     """
 
     def __init__(
@@ -164,6 +168,8 @@ class FashionMNISTDataModule(PoolDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         allow_download: bool = True,
+        val_split: str = "test",
+        holdout_size: int = 2000,
     ) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
         classes = [int(c) for c in classes]
@@ -175,14 +181,21 @@ class FashionMNISTDataModule(PoolDataModule):
         self.pool_limit = pool_limit
         self.val_limit = val_limit
         self.allow_download = allow_download
+        if val_split not in ("test", "train_holdout"):
+            raise ValueError(f"data.val_split={val_split!r}: use 'test' or 'train_holdout'")
+        self.val_split = val_split
+        self.holdout_size = holdout_size
 
     def prepare_data(self) -> None:
         ensure_fashion_mnist(self.data_dir, mirror=MIRROR if self.allow_download else None)
 
-    def _split(self, prefix: str, split: str, limit: int | None) -> ImageSet:
+    def _split(self, prefix: str, split: str, limit: int | None, part: np.ndarray | None = None) -> ImageSet:
         images = read_idx(self.data_dir / f"{prefix}-images-idx3-ubyte")
         labels = read_idx(self.data_dir / f"{prefix}-labels-idx1-ubyte").astype(np.int64)
-        keep = np.flatnonzero(np.isin(labels, self.classes))[:limit]
+        keep = np.flatnonzero(np.isin(labels, self.classes))
+        if part is not None:
+            keep = keep[part]
+        keep = keep[:limit]
         remap = np.full(len(CLASS_NAMES), -1, dtype=np.int64)
         remap[self.classes] = np.arange(len(self.classes))
         x = torch.from_numpy(images[keep].copy()).unsqueeze(1)
@@ -195,6 +208,15 @@ class FashionMNISTDataModule(PoolDataModule):
 
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
         self.prepare_data()  # cheap when the files are there; makes setup() enough on its own
-        pool = self._split("train", "train", self.pool_limit)
-        val = self._split("t10k", "test", self.val_limit)
+        if self.val_split == "test":
+            pool = self._split("train", "train", self.pool_limit)
+            val = self._split("t10k", "test", self.val_limit)
+        else:
+            n = int(np.isin(read_idx(self.data_dir / "train-labels-idx1-ubyte"), self.classes).sum())
+            if not 0 < self.holdout_size < n:
+                raise ValueError(f"data.holdout_size={self.holdout_size} must be between 1 and {n - 1}")
+            perm = np.random.default_rng(12345).permutation(n)
+            held, rest = np.sort(perm[: self.holdout_size]), np.sort(perm[self.holdout_size :])
+            pool = self._split("train", "train", self.pool_limit, rest)
+            val = self._split("train", "train", self.val_limit, held)
         return pool, val, [CLASS_NAMES[c] for c in self.classes]

@@ -120,6 +120,17 @@ class TestFashionMNIST:
         dm.setup()
         assert len(dm.pool) == 500 and len(dm.val) == 100 and len(dm.class_names) == 10
 
+    def test_train_holdout_never_overlaps_the_pool(self, fmnist_dir: Path) -> None:
+        dm = FashionMNISTDataModule(
+            data_dir=str(fmnist_dir), image_size=16, val_split="train_holdout", holdout_size=1500
+        )
+        dm.setup()
+        assert len(dm.pool) == 10500 and len(dm.val) == 1500
+        assert not set(dm.pool.ids) & set(dm.val.ids)
+        assert all(i.startswith("train:") for i in dm.val.ids)
+        with pytest.raises(ValueError, match="val_split='day2'"):
+            FashionMNISTDataModule(val_split="day2")
+
     def test_bad_classes(self) -> None:
         with pytest.raises(ValueError, match="distinct Fashion-MNIST classes"):
             FashionMNISTDataModule(classes=[0, 0])
