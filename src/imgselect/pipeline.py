@@ -266,6 +266,8 @@ def classifier_stage(
     folds = stratified_folds(y, k, seed=int(cfg.seed))
     images = pool.images[torch.as_tensor(chosen)]
     rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    predict_rest = cfg.pseudo.size > 0 and len(rest) > 0
+    rest_images = pool.images[torch.as_tensor(rest)] if predict_rest else None  # gathered once, not per fold
     val_probs, rest_probs = [], []
     with timer("classifier_folds"):
         for i in range(k):
@@ -283,19 +285,18 @@ def classifier_stage(
                 held,
             )
             val_probs.append(_predict(model, val.images, f"Fold {i}: validation"))
-            if cfg.pseudo.size > 0 and len(rest):
-                rest_probs.append(
-                    _predict(model, pool.images[torch.as_tensor(rest)], f"Fold {i}: unlabeled pool")
-                )
+            if rest_images is not None:
+                rest_probs.append(_predict(model, rest_images, f"Fold {i}: unlabeled pool"))
     before = np.mean(val_probs, axis=0)
     out["before"] = classification_metrics(before, val_labels, int(cfg.positive_class))
     log.info(
-        "before pseudo-labeling: %s", {k: v for k, v in out["before"].items() if k != "confusion_matrix"}
+        "before pseudo-labeling: %s",
+        {name: v for name, v in out["before"].items() if name != "confusion_matrix"},
     )
     matrices = {"before pseudo-labeling": out["before"]["confusion_matrix"]}
 
     out["after"] = None
-    if cfg.pseudo.size > 0 and len(rest):
+    if predict_rest:
         with timer("pseudo_labeling"):
             pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), int(cfg.pseudo.size))
             for note in pseudo.notes:
@@ -321,7 +322,8 @@ def classifier_stage(
         out["after"] = classification_metrics(after, val_labels, int(cfg.positive_class))
         matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
         log.info(
-            "after pseudo-labeling: %s", {k: v for k, v in out["after"].items() if k != "confusion_matrix"}
+            "after pseudo-labeling: %s",
+            {name: v for name, v in out["after"].items() if name != "confusion_matrix"},
         )
         if is_rank_zero():
             torch.save(final.state_dict(), out_dir / "classifier_final.pt")
