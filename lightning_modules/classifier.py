@@ -171,6 +171,8 @@ class ClassifierModule(pl.LightningModule):
         pretrained: ``None``, a local weights file, or ``"hub"``.
         lr, weight_decay: Adam settings.
         epochs, batch_size: training epochs and batch size (read by the pipeline that builds the loaders).
+        min_steps: train each model at least this many optimizer steps, adding epochs when the labeled set
+            is small (read by the pipeline; 0 = exactly ``epochs``, the paper).
         augment: apply :class:`BatchAugment` while training.
         flip, degrees, shift: augmentation ranges.
         channels_last: channels-last memory format (~2.4× faster on CPU at 64×64).
@@ -187,6 +189,7 @@ class ClassifierModule(pl.LightningModule):
         weight_decay: float = 0.0,
         epochs: int = 25,
         batch_size: int = 128,
+        min_steps: int = 0,
         augment: bool = True,
         flip: float = 0.5,
         degrees: float = 15.0,

@@ -30,6 +30,7 @@ def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None
     assert cfg.autoencoder.lr == 1.0 and cfg.autoencoder.rho == 0.95
     assert cfg.selector.pick == "random" and cfg.budget == 125
     assert list(cfg.data.classes) == [0, 6]
+    assert cfg.classifier.batch_size == 128 and cfg.classifier.min_steps == 0  # the paper's classifier
     cpu = compose_cfg("experiment=cpu")
     assert cpu.image_size == 32 and cpu.data.image_size == 32 and cpu.autoencoder.image_size == 32
 
@@ -114,6 +115,7 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     if name == "paper_table1":
         assert params == {"selector": "ae,random", "budget": "125,200,500,1000", "seed": "0,1,2"}
         assert cfg.classifier.epochs == 15 and cfg.image_size == 32  # the preset on top of the paper sweep
+        assert cfg.classifier.batch_size == 32 and cfg.classifier.min_steps == 150
     else:
         assert cfg.data.pool_limit == 1000 and cfg.pseudo.size == 100
     assert cfg.selector._target_.endswith("KMeansSelector") and cfg.folds == 3

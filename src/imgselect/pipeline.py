@@ -36,7 +36,12 @@ from imgselect.artifacts import save_confusion_matrices, write_json_atomic
 from imgselect.callbacks import SelectionCallback, embed_images, write_selection
 from imgselect.pool import PoolSource
 from imgselect.selection.selectors import Selection
-from imgselect.semisupervised import choose_pseudo_labels, classification_metrics, stratified_folds
+from imgselect.semisupervised import (
+    choose_pseudo_labels,
+    classification_metrics,
+    epochs_for,
+    stratified_folds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +230,14 @@ def train_classifier(
             save_weights_only=True,
         )
         callbacks.append(ckpt)
-    trainer = _make_trainer(cfg, out_dir, stage, epochs, callbacks, enable_checkpointing=ckpt is not None)
+    min_steps = int(cfg.classifier.get("min_steps") or 0)
+    run_epochs = epochs_for(len(labels), bs, epochs, min_steps)
+    if run_epochs != epochs:
+        log.info(
+            "%s: %d images at batch %d -> %d epochs instead of %d (classifier.min_steps=%d)",
+            stage, len(labels), bs, run_epochs, epochs, min_steps,
+        )  # fmt: skip
+    trainer = _make_trainer(cfg, out_dir, stage, run_epochs, callbacks, enable_checkpointing=ckpt is not None)
     train_loader = _loader(images, labels, bs, shuffle=True)
     val_loader = _loader(*held_out, bs, shuffle=False) if held_out is not None else None
     trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgselect.semisupervised import choose_pseudo_labels, classification_metrics, stratified_folds
+from imgselect.semisupervised import (
+    choose_pseudo_labels,
+    classification_metrics,
+    epochs_for,
+    stratified_folds,
+)
 
 
 class TestFolds:
@@ -78,3 +83,27 @@ class TestMetrics:
         target = np.array([0, 1, 2, 2])
         probs = np.eye(3)[[0, 1, 2, 1]]  # class 0 F1=1, class 1: P=.5 R=1 -> 2/3, class 2: P=1 R=.5 -> 2/3
         assert classification_metrics(probs, target)["f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("n", "bs", "epochs", "min_steps", "expected"),
+    [
+        (83, 32, 15, 150, 50),  # budget 125 in 3 folds: 3 steps per epoch -> 50 epochs reach 150 steps
+        (133, 32, 15, 150, 30),  # budget 200: 5 steps per epoch
+        (667, 32, 15, 150, 15),  # budget 1000: 21 steps per epoch already give 315 steps
+        (83, 128, 25, 0, 25),  # min_steps 0 = the paper's epoch count
+        (1, 32, 1, 7, 7),
+    ],
+)
+def test_epochs_for_raises_epochs_only_for_small_sets(n, bs, epochs, min_steps, expected):
+    got = epochs_for(n, bs, epochs, min_steps)
+    assert got == expected
+    assert got * -(-n // bs) >= min_steps
+
+
+@pytest.mark.parametrize(
+    ("n", "bs", "epochs", "min_steps"), [(0, 32, 15, 0), (10, 0, 15, 0), (10, 32, 0, 0), (10, 32, 1, -1)]
+)
+def test_epochs_for_rejects_bad_values(n, bs, epochs, min_steps):
+    with pytest.raises(ValueError, match="must be"):
+        epochs_for(n, bs, epochs, min_steps)
