@@ -106,6 +106,7 @@ TINY = [
     "autoencoder.epochs=1",
     "budget=12",
     "classifier.epochs=1",
+    "classifier.min_steps=0",  # the CPU preset's 150-step floor would make every test job train 150 steps
     "pseudo.epochs=1",
     "pseudo.size=40",
 ]

@@ -45,6 +45,7 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
         "selector=ae,random",
         "budget=5,8",
         "classifier.epochs=1",
+        "classifier.min_steps=0",
         "pseudo.epochs=1",
         "pseudo.size=20",
         "folds=2",
