@@ -196,8 +196,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
+    """Training loaders (``shuffle``) drop a last batch of one image: BatchNorm cannot train on it."""
     ds = TensorDataset(images, torch.as_tensor(labels, dtype=torch.long))
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+    drop_last = shuffle and len(ds) > 1 and len(ds) % batch_size == 1
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, drop_last=drop_last)
 
 
 def _predict(model: Any, images: torch.Tensor, description: str) -> np.ndarray:

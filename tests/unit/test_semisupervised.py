@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from imgselect.semisupervised import (
     choose_pseudo_labels,
@@ -107,3 +108,14 @@ def test_epochs_for_raises_epochs_only_for_small_sets(n, bs, epochs, min_steps, 
 def test_epochs_for_rejects_bad_values(n, bs, epochs, min_steps):
     with pytest.raises(ValueError, match="must be"):
         epochs_for(n, bs, epochs, min_steps)
+
+
+@pytest.mark.parametrize(
+    ("n", "shuffle", "last"), [(1025, True, 32), (1025, False, 1), (1024, True, 32), (1030, True, 6)]
+)
+def test_training_loader_never_ends_on_a_batch_of_one(n, shuffle, last):
+    from imgselect.pipeline import _loader
+
+    loader = _loader(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), np.zeros(n, dtype=np.int64), 32, shuffle)
+    sizes = [len(y) for _, y in loader]
+    assert sizes[-1] == last and sum(sizes) == n - (1 if shuffle and n % 32 == 1 else 0)
