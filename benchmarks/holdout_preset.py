@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from record import save_result
+from record import mean_std, save_result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"setting": key, "jobs": len(runs), "runs": runs}
         for metric in ("accuracy", "auroc", "f1", "folds_s"):
             vals = [x[metric] for x in runs]
-            row[metric] = {
-                "mean": statistics.fmean(vals),
-                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            }
+            row[metric] = mean_std(vals)
         rows.append(row)
         print(
             f"{key:40s} n={len(runs)}  acc {row['accuracy']['mean']:.3f} ± {row['accuracy']['std']:.3f}  "

@@ -12,13 +12,12 @@ works on a sweep that is still running (unfinished jobs are listed as missing).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from record import save_result
+from record import mean_std, save_result
 
 from imgselect.report import collect, selector_label
 
@@ -33,12 +32,7 @@ PHASES = ("before", "after")
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-        "values": values,
-    }
+    return {**mean_std(values), "n": len(values), "values": values}
 
 
 def _cell(s: dict[str, Any] | None, digits: int = 3) -> str:

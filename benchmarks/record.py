@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,3 +29,8 @@ def save_result(path: str | Path, command: str, **fields: Any) -> Path:
     write_json_atomic(path, record)
     print("wrote", path)
     return Path(path)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value) of what several seeds or runs measured."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
