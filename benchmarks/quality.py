@@ -47,7 +47,13 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per (selector, budget): metric stats over seeds, paired gains over random, coverage and pseudo-labels."""
     by: dict[tuple[str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in results:
-        by[(selector_label(r), int(r["budget"]))][int(r["seed"])] = r
+        key, seed = (selector_label(r), int(r["budget"])), int(r["seed"])
+        if seed in by[key]:
+            raise ValueError(
+                f"two finished jobs for {key[0]}, budget {key[1]}, seed {seed}: "
+                f"{by[key][seed].get('output_dir')} and {r.get('output_dir')}; pass only one of their sweep folders"
+            )
+        by[key][seed] = r
     selectors = sorted({s for s, _ in by}, key=lambda s: (s != "Random selection", s))
     budgets = sorted({b for _, b in by})
     cells: dict[str, dict[str, Any]] = {}
@@ -102,14 +108,17 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             if totals:
                 cell["job_seconds"] = _stats(totals)
             cells[f"{s}|{b}"] = cell
-    return {"selectors": selectors, "budgets": budgets, "cells": cells}
+    n_classes = max((len(r.get("classes") or []) for r in results), default=2)
+    return {"selectors": selectors, "budgets": budgets, "cells": cells, "n_classes": n_classes}
 
 
 def markdown(summary: dict[str, Any], ceiling: dict[str, Any] | None, paper: bool) -> str:
     budgets, cells = summary["budgets"], summary["cells"]
     head = "| selector | phase | " + " | ".join(f"{b}" for b in budgets) + " |"
     sep = "|---|---|" + "---|" * len(budgets)
-    lines = ["F1 on the validation set, mean ± std over seeds:", "", head, sep]
+    n_classes = int(summary.get("n_classes", 2))
+    f1 = "F1" if n_classes <= 2 else "Macro F1"
+    lines = [f"{f1} on the validation set, mean ± std over seeds:", "", head, sep]
     for s in summary["selectors"]:
         for phase in PHASES:
             row = [_cell(cells.get(f"{s}|{b}", {}).get(phase)) for b in budgets]
@@ -121,7 +130,7 @@ def markdown(summary: dict[str, Any], ceiling: dict[str, Any] | None, paper: boo
         ]
     lines += [
         "",
-        "Accuracy on the validation set (a one-class model scores 0.5 here whatever its F1):",
+        f"Accuracy on the validation set (a model predicting one class scores about 1/{n_classes} here):",
         "",
         head,
         sep,
@@ -130,7 +139,13 @@ def markdown(summary: dict[str, Any], ceiling: dict[str, Any] | None, paper: boo
         for phase in PHASES:
             row = [_cell(cells.get(f"{s}|{b}", {}).get(f"{phase}_accuracy")) for b in budgets]
             lines.append(f"| {s} | {phase} | " + " | ".join(row) + " |")
-    lines += ["", "Gain over random selection, paired by seed (F1 points × 100, mean ± std):", "", head, sep]
+    lines += [
+        "",
+        f"Gain over random selection, paired by seed ({f1} points × 100, mean ± std):",
+        "",
+        head,
+        sep,
+    ]
     for s in summary["selectors"]:
         if s == "Random selection":
             continue
@@ -142,7 +157,8 @@ def markdown(summary: dict[str, Any], ceiling: dict[str, Any] | None, paper: boo
             lines.append(f"| {s} | {phase} | " + " | ".join(row) + " |")
     lines += [
         "",
-        "Smallest class's share of the chosen set / pseudo-label accuracy (mean over seeds):",
+        f"Smallest class's share of the chosen set (1/{n_classes} = balanced) / pseudo-label accuracy"
+        " (mean over seeds):",
         "",
         head,
         sep,
@@ -192,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"error: no finished job (result.json) under {args.sweeps}", file=sys.stderr)
         return 2
-    summary = summarise(results)
+    try:
+        summary = summarise(results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ceiling = None
     if args.ceiling:
         ceil_results = [r for d in args.ceiling for r in collect(d)[0]]
