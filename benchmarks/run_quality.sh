@@ -40,10 +40,15 @@ if [[ $part == ceiling || $part == all ]]; then
     classifier.epochs=5
 fi
 if [[ $part == tables || $part == all ]]; then
-  "$PY" benchmarks/quality.py logs/quality/2class/seed* --ceiling logs/quality/ceiling_2class/seed* --paper \
+  # Every sweep folder of a task: <task>/seed<N>, plus <task>_<suffix>/seed<N> for cells run later on their own
+  # (docs/BENCHMARKS.md says which). A cell finished in two folders is refused, naming both.
+  shopt -s nullglob
+  two=(logs/quality/2class/seed* logs/quality/2class_*/seed*)
+  ten=(logs/quality/10class/seed* logs/quality/10class_*/seed*)
+  "$PY" benchmarks/quality.py "${two[@]}" --ceiling logs/quality/ceiling_2class/seed* --paper \
     --out benchmarks/results/quality_2class.json --command "bash benchmarks/run_quality.sh 2class; ... ceiling"
-  if compgen -G "logs/quality/10class/seed*/*/result.json" >/dev/null; then
-    "$PY" benchmarks/quality.py logs/quality/10class/seed* \
+  if ((${#ten[@]})); then
+    "$PY" benchmarks/quality.py "${ten[@]}" \
       --out benchmarks/results/quality_10class.json --command "bash benchmarks/run_quality.sh 10class"
   fi
 fi
