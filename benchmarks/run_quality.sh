@@ -5,7 +5,8 @@
 #
 #     bash benchmarks/run_quality.sh [2class|10class|ceiling|tables|all]    (default: all)
 #
-# Sweep folders: logs/quality/<part>/seed<N>. Re-running a part starts its sweeps again from scratch.
+# Sweep folders: logs/quality/<part>/seed<N>. Re-running a part starts its sweeps again from scratch (move away
+# any logs/quality/<part>_*/ folders of cells run on their own first: tables refuses a cell finished twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
