@@ -232,15 +232,15 @@ def train_classifier(
             save_weights_only=True,
         )
         callbacks.append(ckpt)
+    train_loader = _loader(images, labels, bs, shuffle=True)
     min_steps = int(cfg.classifier.get("min_steps") or 0)
-    run_epochs = epochs_for(len(labels), bs, epochs, min_steps)
+    run_epochs = epochs_for(len(train_loader), epochs, min_steps)
     if run_epochs != epochs:
         log.info(
             "%s: %d images at batch %d -> %d epochs instead of %d (classifier.min_steps=%d)",
             stage, len(labels), bs, run_epochs, epochs, min_steps,
         )  # fmt: skip
     trainer = _make_trainer(cfg, out_dir, stage, run_epochs, callbacks, enable_checkpointing=ckpt is not None)
-    train_loader = _loader(images, labels, bs, shuffle=True)
     val_loader = _loader(*held_out, bs, shuffle=False) if held_out is not None else None
     trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if ckpt is not None and ckpt.best_model_path:

@@ -130,15 +130,15 @@ def classification_metrics(
     }
 
 
-def epochs_for(n_images: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
-    """Epochs to train on ``n_images``: ``epochs``, raised until there are at least ``min_steps`` optimizer steps.
+def epochs_for(steps_per_epoch: int, epochs: int, min_steps: int = 0) -> int:
+    """Epochs to train: ``epochs``, raised until there are at least ``min_steps`` optimizer steps.
 
-    With few labels a small batch count per epoch leaves a from-scratch network barely trained (budget 125 in
-    3 folds at batch 128: 1 step per epoch); ``min_steps`` lifts small sets and leaves large ones alone.
+    ``steps_per_epoch`` is the training loader's length. With few labels a small batch count per epoch leaves
+    a from-scratch network barely trained (budget 125 in 3 folds at batch 128: 1 step per epoch);
+    ``min_steps`` lifts small sets and leaves large ones alone.
     """
-    if n_images <= 0 or batch_size <= 0:
-        raise ValueError(f"epochs_for: n_images={n_images} and batch_size={batch_size} must be positive")
+    if steps_per_epoch <= 0:
+        raise ValueError(f"epochs_for: steps_per_epoch={steps_per_epoch} must be positive")
     if epochs < 1 or min_steps < 0:
         raise ValueError(f"epochs={epochs} must be >= 1 and min_steps={min_steps} >= 0")
-    steps_per_epoch = math.ceil(n_images / batch_size)
     return max(epochs, math.ceil(min_steps / steps_per_epoch))

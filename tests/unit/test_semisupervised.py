@@ -87,27 +87,25 @@ class TestMetrics:
 
 
 @pytest.mark.parametrize(
-    ("n", "bs", "epochs", "min_steps", "expected"),
+    ("steps", "epochs", "min_steps", "expected"),
     [
-        (83, 32, 15, 150, 50),  # budget 125 in 3 folds: 3 steps per epoch -> 50 epochs reach 150 steps
-        (133, 32, 15, 150, 30),  # budget 200: 5 steps per epoch
-        (667, 32, 15, 150, 15),  # budget 1000: 21 steps per epoch already give 315 steps
-        (83, 128, 25, 0, 25),  # min_steps 0 = the paper's epoch count
-        (1, 32, 1, 7, 7),
+        (3, 15, 150, 50),  # budget 125 in 3 folds (83 images) at batch 32: 3 steps per epoch -> 50 epochs
+        (5, 15, 150, 30),  # budget 200: 5 steps per epoch
+        (21, 15, 150, 15),  # budget 1000: 21 steps per epoch already give 315 steps
+        (1, 25, 0, 25),  # min_steps 0 = the paper's epoch count
+        (1, 1, 7, 7),
     ],
 )
-def test_epochs_for_raises_epochs_only_for_small_sets(n, bs, epochs, min_steps, expected):
-    got = epochs_for(n, bs, epochs, min_steps)
+def test_epochs_for_raises_epochs_only_for_small_sets(steps, epochs, min_steps, expected):
+    got = epochs_for(steps, epochs, min_steps)
     assert got == expected
-    assert got * -(-n // bs) >= min_steps
+    assert got * steps >= min_steps
 
 
-@pytest.mark.parametrize(
-    ("n", "bs", "epochs", "min_steps"), [(0, 32, 15, 0), (10, 0, 15, 0), (10, 32, 0, 0), (10, 32, 1, -1)]
-)
-def test_epochs_for_rejects_bad_values(n, bs, epochs, min_steps):
+@pytest.mark.parametrize(("steps", "epochs", "min_steps"), [(0, 15, 0), (10, 0, 0), (10, 1, -1)])
+def test_epochs_for_rejects_bad_values(steps, epochs, min_steps):
     with pytest.raises(ValueError, match="must be"):
-        epochs_for(n, bs, epochs, min_steps)
+        epochs_for(steps, epochs, min_steps)
 
 
 @pytest.mark.parametrize(
@@ -119,3 +117,4 @@ def test_training_loader_never_ends_on_a_batch_of_one(n, shuffle, last):
     loader = _loader(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), np.zeros(n, dtype=np.int64), 32, shuffle)
     sizes = [len(y) for _, y in loader]
     assert sizes[-1] == last and sum(sizes) == n - (1 if shuffle and n % 32 == 1 else 0)
+    assert len(loader) == len(sizes)  # the steps per epoch that epochs_for counts (min_steps)
