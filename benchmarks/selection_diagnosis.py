@@ -6,7 +6,7 @@ neighbours with the same label). Pool labels are used for diagnosis only.
     .venv/bin/python benchmarks/selection_diagnosis.py logs/quality/2class/seed* \
         --out benchmarks/results/selection_diagnosis.json
 
-Needs each seed's ``ae`` job in the same sweep folder (its cached embeddings are the latent space).
+Needs an ``ae`` job of each seed among the given sweep folders (its cached embeddings are the latent space).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from record import save_result
@@ -28,18 +27,20 @@ from record import save_result
 from imgselect.report import selector_label
 
 
-def knn(emb: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and distances of each query's k nearest pool points, the point itself excluded."""
-    sq = (emb * emb).sum(1)
-    idx, dist = [], []
-    for start in range(0, len(queries), chunk):
-        q = emb[queries[start : start + chunk]]
-        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ emb.T + sq[None]
-        d2[torch.arange(len(q)), queries[start : start + chunk]] = float("inf")
-        d, i = torch.topk(d2, k, largest=False)
-        idx.append(i.numpy())
-        dist.append(d.clamp_min(0).sqrt().numpy())
-    return np.concatenate(idx), np.concatenate(dist)
+def knn(emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances of every pool point's k nearest pool points, the point itself excluded
+    (exact L2 search with FAISS, as ``latent_probe.py`` does)."""
+    import faiss
+
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    d2, nn = index.search(x, k + 1)
+    # Drop each point itself (usually column 0; a duplicate image may tie with it), else the farthest.
+    order = np.argsort(nn == np.arange(len(x))[:, None], axis=1, kind="stable")
+    nn = np.take_along_axis(nn, order, 1)[:, :k]
+    dist = np.sqrt(np.maximum(np.take_along_axis(d2, order, 1)[:, :k], 0))
+    return nn, dist
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=".cache/imgselect", help="the pipeline's paths.cache_dir")
     parser.add_argument("--out", default="benchmarks/results/selection_diagnosis.json")
     args = parser.parse_args(argv)
-    jobs = [p.parent for d in args.sweeps for p in sorted(Path(d).glob("*/result.json"))]
+    jobs = [
+        (p.parent, json.loads(p.read_text()))
+        for d in args.sweeps
+        for p in sorted(Path(d).glob("*/result.json"))
+    ]
     if not jobs:
         print(f"error: no finished job under {args.sweeps}", file=sys.stderr)
         return 2
     labels = None
     per_seed: dict[int, dict] = {}
     cells: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for job in jobs:
-        r = json.loads((job / "result.json").read_text())
+    for job, r in jobs:
         if labels is None:
             cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
             dm = instantiate(cfg.data)
@@ -65,27 +69,22 @@ def main(argv: list[str] | None = None) -> int:
             labels = np.asarray(dm.pool.labels)
         seed = int(r["seed"])
         if seed not in per_seed:
-            ae_jobs = [
-                j
-                for j in jobs
-                if j.name.split("_", 1)[1].startswith("ae_") and j.name.endswith(f"seed{seed}")
+            keys = [
+                x["autoencoder"]["cache_key"] for _, x in jobs if x["selector"] == "ae" and x["seed"] == seed
             ]
-            if not ae_jobs:
+            if not keys:
                 print(f"error: no ae job of seed {seed} in {args.sweeps}", file=sys.stderr)
                 return 2
-            key = json.loads((ae_jobs[0] / "result.json").read_text())["autoencoder"]["cache_key"]
-            path = Path(args.cache_dir) / "autoencoder" / key / "embeddings.npy"
+            path = Path(args.cache_dir) / "autoencoder" / keys[0] / "embeddings.npy"
             if not path.exists():
                 print(
                     f"error: {path} is missing: rerun the ae job of seed {seed} with ae_cache=true",
                     file=sys.stderr,
                 )
                 return 2
-            emb = torch.from_numpy(np.load(path)).float()
-            all_idx, all_dist = knn(emb, torch.arange(len(emb)), args.k)
+            all_idx, all_dist = knn(np.load(path), args.k)
             purity = (labels[all_idx] == labels[:, None]).mean(1)
             per_seed[seed] = {
-                "emb": emb,
                 "kth": all_dist[:, -1],
                 "median_kth": float(np.median(all_dist[:, -1])),
                 "pool_purity": float(purity.mean()),
