@@ -1,13 +1,15 @@
-"""Your own images: a folder as the unlabeled pool, a class-per-subfolder folder or a CSV as validation."""
+"""Your own images: a folder as the pool (unlabeled, or labeled to benchmark selectors), a class-per-subfolder
+folder or a CSV as validation."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from datamodules.images import list_images, load_image_files
 from datamodules.pool import PoolDataModule
@@ -35,6 +37,19 @@ def read_labeled_csv(path: Path) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
+def _class_subfolders(root: Path, what: str) -> tuple[list[Path], list[str]]:
+    """Every image under ``root/<class>/`` (recursive), labeled with its ``<class>`` folder's name."""
+    paths: list[Path] = []
+    labels: list[str] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = list_images(sub)
+        paths += files
+        labels += [sub.name] * len(files)
+    if not paths:
+        raise ValueError(f"{what} {root} has no class subfolders with images")
+    return paths, labels
+
+
 class FolderDataModule(PoolDataModule):
     """A pool folder of images (recursive: jpg, png, bmp, webp) and a labeled validation set.
 
@@ -42,10 +57,18 @@ class FolderDataModule(PoolDataModule):
     warning naming them, and listed in ``pool.skipped`` / ``val.skipped`` (the run writes them to
     ``skipped.csv``); the run stops only when no readable pool image is left.
 
+    The pool is unlabeled unless ``pool_labels`` says where its labels are; then ``pool.labels`` holds them
+    (indices into ``class_names``, as ``val.labels`` does) and ``labels=oracle`` can measure selectors on
+    a folder a person has already labeled, before a labeling budget is spent on a new one.
+
     Args:
-        pool_dir: folder of unlabeled images.
+        pool_dir: folder of pool images.
         val: a folder with one subfolder per class, or a CSV file of ``path,label`` rows.
         classes: class names in label order; default: the sorted names found in ``val``.
+        pool_labels: ``None`` (an unlabeled pool: every image under ``pool_dir``), ``"subfolders"``
+            (``pool_dir/<class>/**/*.jpg``; an image outside a class subfolder is an error) or a CSV of
+            ``path,label`` rows (header optional; relative paths are relative to the CSV's folder): the
+            pool is then exactly the listed files, which must lie under ``pool_dir``.
         image_size, batch_size, num_workers: see :class:`PoolDataModule`.
         num_threads: decoding threads.
     """
@@ -55,6 +78,7 @@ class FolderDataModule(PoolDataModule):
         pool_dir: str,
         val: str,
         classes: list[str] | None = None,
+        pool_labels: str | None = None,
         image_size: int = 64,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -64,42 +88,81 @@ class FolderDataModule(PoolDataModule):
         self.pool_dir = Path(pool_dir)
         self.val_path = Path(val)
         self.classes = list(classes) if classes else None
+        self.pool_labels = pool_labels
         self.num_threads = num_threads
+
+    def _pool_listing(self) -> tuple[list[Path], list[str] | None]:
+        """The pool's files and, when ``pool_labels`` is set, their class names (nothing decoded yet)."""
+        if not self.pool_dir.is_dir():
+            raise FileNotFoundError(f"pool folder {self.pool_dir} does not exist or is not a folder")
+        if self.pool_labels is None:
+            paths = list_images(self.pool_dir)
+            if not paths:
+                raise FileNotFoundError(f"no images (jpg, png, bmp, webp) found under {self.pool_dir}")
+            return paths, None
+        if self.pool_labels == "subfolders":
+            paths, names = _class_subfolders(self.pool_dir, "pool folder (data.pool_labels=subfolders)")
+            loose = [p for p in list_images(self.pool_dir) if p.parent == self.pool_dir]
+            if loose:
+                raise ValueError(
+                    f"data.pool_labels=subfolders, but {len(loose)} images lie directly in {self.pool_dir} "
+                    f"with no class subfolder (e.g. {loose[0].name}): move them into pool_dir/<class>/, "
+                    f"or list the labeled files in a CSV and give data.pool_labels=<that CSV>"
+                )
+            return paths, names
+        csv_path = Path(self.pool_labels)
+        if not csv_path.is_file():
+            raise FileNotFoundError(
+                f"data.pool_labels={self.pool_labels}: no such file; give null (an unlabeled pool), "
+                f"'subfolders' (pool_dir/<class>/...) or a CSV of path,label rows"
+            )
+        paths, names = read_labeled_csv(csv_path)
+        if not paths:
+            raise ValueError(f"data.pool_labels={csv_path} lists no pool files")
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of the {len(paths)} pool files listed in {csv_path} do not exist: "
+                f"{', '.join(map(str, missing[:3]))}{' ...' if len(missing) > 3 else ''} "
+                f"(relative paths are read relative to the CSV's folder {csv_path.parent})"
+            )
+        root = Path(os.path.abspath(self.pool_dir))
+        outside = [p for p in paths if not Path(os.path.abspath(p)).is_relative_to(root)]
+        if outside:
+            raise ValueError(
+                f"{len(outside)} files listed in {csv_path} lie outside pool_dir={self.pool_dir} "
+                f"(e.g. {outside[0]}): set data.pool_dir to the folder that holds the pool"
+            )
+        twice = [p for p, n in Counter(map(str, paths)).items() if n > 1]
+        if twice:
+            raise ValueError(f"{csv_path} lists {len(twice)} files more than once (e.g. {twice[0]})")
+        return paths, names
 
     def _val_listing(self) -> tuple[list[Path], list[str]]:
         if self.val_path.is_file():
             return read_labeled_csv(self.val_path)
         if self.val_path.is_dir():
-            paths: list[Path] = []
-            labels: list[str] = []
-            for sub in sorted(p for p in self.val_path.iterdir() if p.is_dir()):
-                files = list_images(sub)
-                paths += files
-                labels += [sub.name] * len(files)
-            if not paths:
-                raise ValueError(f"validation folder {self.val_path} has no class subfolders with images")
-            return paths, labels
+            return _class_subfolders(self.val_path, "validation folder")
         raise FileNotFoundError(
             f"validation set {self.val_path} does not exist: give a folder with one subfolder per class "
             f"or a CSV of path,label"
         )
 
-    def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
-        pool_paths = list_images(self.pool_dir)
-        if not pool_paths:
-            raise FileNotFoundError(f"no images (jpg, png, bmp, webp) found under {self.pool_dir}")
-        images, kept, skipped = load_image_files(
-            pool_paths, self.image_size, self.num_threads, "Decoding pool"
-        )
-        pool = ImageSet(
-            images=images,
-            ids=[str(pool_paths[i]) for i in kept],
-            source=str(self.pool_dir),
-            skipped=skipped,
-        )
-        if skipped:
-            log.warning("%d of %d pool files were unreadable and skipped", len(skipped), len(pool_paths))
+    def _check_pool_classes(self, pool_names: list[str], class_names: list[str]) -> None:
+        """Every pool class must be a task class; checked on the listing, before anything is decoded."""
+        counts = Counter(pool_names)
+        unknown = {c: n for c, n in sorted(counts.items()) if c not in class_names}
+        if unknown:
+            found = ", ".join(f"{c!r} ({n} files)" for c, n in unknown.items())
+            origin = "data.classes" if self.classes else f"the validation set {self.val_path}"
+            raise ValueError(
+                f"data.pool_labels={self.pool_labels}: pool classes not among the classes {class_names} "
+                f"(from {origin}): {found}. Add them to data.classes (and give validation images for them), "
+                f"or fix the pool's labels"
+            )
 
+    def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
+        pool_paths, pool_names = self._pool_listing()
         val_paths, val_names = self._val_listing()
         class_names = self.classes or sorted(set(val_names))
         unknown = sorted(set(val_names) - set(class_names))
@@ -111,14 +174,37 @@ class FolderDataModule(PoolDataModule):
             raise ValueError(
                 f"validation set {self.val_path} has {len(class_names)} class; a classifier needs 2 or more"
             )
+        if pool_names is not None:
+            self._check_pool_classes(pool_names, class_names)
+        index = {c: i for i, c in enumerate(class_names)}
+
+        images, kept, skipped = load_image_files(
+            pool_paths, self.image_size, self.num_threads, "Decoding pool"
+        )
+        pool = ImageSet(
+            images=images,
+            ids=[str(pool_paths[i]) for i in kept],
+            labels=None
+            if pool_names is None
+            else np.array([index[pool_names[i]] for i in kept], dtype=np.int64),
+            source=str(self.pool_dir),
+            skipped=skipped,
+        )
+        if skipped:
+            log.warning("%d of %d pool files were unreadable and skipped", len(skipped), len(pool_paths))
+        if pool.labels is not None:
+            counts = np.bincount(pool.labels, minlength=len(class_names))
+            log.info(
+                "pool labels (data.pool_labels=%s): %s",
+                self.pool_labels,
+                ", ".join(f"{c}={n}" for c, n in zip(class_names, counts.tolist(), strict=True)),
+            )
+
         vimages, vkept, vskipped = load_image_files(
             val_paths, self.image_size, self.num_threads, "Decoding validation"
         )
-        index = {c: i for i, c in enumerate(class_names)}
         val = ImageSet(
-            images=vimages
-            if len(vimages)
-            else torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8),
+            images=vimages,
             ids=[str(val_paths[i]) for i in vkept],
             labels=np.array([index[val_names[i]] for i in vkept], dtype=np.int64),
             source=str(self.val_path),

@@ -59,6 +59,36 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def labeled_pool_folder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A pool laid out one subfolder per class (``pool/disc/``: 4 discs, one nested, and a corrupt file
+    sorted first; ``pool/square/``: 3 squares), ``val/`` with the same two classes, and ``labels.csv``
+    (header, paths relative to its folder) listing 3 of the pool's files and the corrupt one."""
+    root = tmp_path_factory.mktemp("labeled")
+    rng = np.random.default_rng(1)
+    pool = root / "pool"
+    files = {
+        "disc": ["d0.png", "d1.jpg", "d2.png", "nested/d3.png"],
+        "square": ["s0.png", "s1.jpg", "s2.bmp"],
+    }
+    for name, kind in (("disc", 1), ("square", 0)):
+        for f in files[name]:
+            (pool / name / f).parent.mkdir(parents=True, exist_ok=True)
+            _blob_image(rng, kind, (40, 36)).save(pool / name / f)
+    (pool / "disc" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    val = root / "val"
+    for name, kind in (("disc", 1), ("square", 0)):
+        (val / name).mkdir(parents=True)
+        for i in range(3):
+            _blob_image(rng, kind, (32, 32)).save(val / name / f"v{i}.png")
+    csv = root / "labels.csv"
+    csv.write_text(
+        "path,label\npool/disc/nested/d3.png,disc\npool/disc/broken.jpg,disc\n"
+        "pool/square/s1.jpg,square\npool/disc/d0.png,disc\n"
+    )
+    return {"root": root, "pool": pool, "val": val, "csv": csv}
+
+
+@pytest.fixture(scope="session")
 def fmnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real Fashion-MNIST IDX files, verified (from the project's data dir or Debian's package)."""
     from datamodules.fashion_mnist import ensure_fashion_mnist

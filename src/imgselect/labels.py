@@ -6,10 +6,23 @@ import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+class Labeler(Protocol):
+    """Where the chosen images' labels come from (``labels`` config group)."""
+
+    name: str
+
+    def labels_for(
+        self, ids: Sequence[str], indices: np.ndarray, pool_labels: np.ndarray | None, class_names: list[str]
+    ) -> np.ndarray:
+        """``(len(ids),)`` int64 class indices of the chosen images."""
+        ...
 
 
 class OracleLabels:
@@ -22,8 +35,9 @@ class OracleLabels:
     ) -> np.ndarray:
         if pool_labels is None:
             raise ValueError(
-                "labels=oracle needs a pool with known labels (a benchmark dataset); for your own images "
-                "label selection.csv and run with labels=csv labels.path=<your file>"
+                "labels=oracle needs a pool with known labels: a benchmark dataset, or a labeled folder "
+                "(data=folder data.pool_labels=subfolders, or data.pool_labels=<CSV of path,label>); for "
+                "your own unlabeled images label selection.csv and run with labels=csv labels.path=<your file>"
             )
         return np.asarray(pool_labels)[np.asarray(indices)].astype(np.int64)
 
