@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+KMeansInit = Literal["random", "kmeans++"]
+
+# K-means++ seeding works on a random sample of at most SEEDING_POINTS_PER_CENTROID * k points ...
+SEEDING_POINTS_PER_CENTROID = 32
+# ... projected on the principal axes that hold this fraction of the sample's variance ...
+SEEDING_VARIANCE = 0.9
+# ... estimated from at most this many of them (the covariance costs 2·m·d² FLOP).
+SEEDING_PCA_POINTS = 8192
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ def kmeans(
     max_points_per_centroid: int | None = None,
     gpu: bool | str = "auto",
     verbose: bool = False,
+    init: KMeansInit = "random",
 ) -> KMeansResult:
     """Cluster ``x`` into ``k`` clusters with FAISS (Euclidean distance).
 
@@ -65,6 +76,9 @@ def kmeans(
             points (its default is 256). ``None`` (our default) trains on every point.
         gpu: ``True``/``False``, or ``"auto"``: GPU when ``faiss.get_num_gpus() > 0``.
         verbose: let FAISS print one line per iteration.
+        init: ``"random"``: FAISS's own seeding (``k`` distinct random points), or ``"kmeans++"``:
+            :func:`kmeans_plusplus` seeds FAISS's Lloyd iterations (FAISS has no K-means++). With
+            ``"kmeans++"`` each of the ``nredo`` runs seeds with ``seed + run``.
 
     Returns:
         The centroids, every point's assignment and squared distance, and the objective.
@@ -80,21 +94,37 @@ def kmeans(
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x).all(axis=1)).sum())
         raise ValueError(f"{bad} of {n} embeddings contain NaN or inf; check the autoencoder's training loss")
+    if init not in ("random", "kmeans++"):
+        raise ValueError(f"init={init!r} is not a K-means initialisation; use 'random' or 'kmeans++'")
     use_gpu = faiss_gpu_available() if gpu == "auto" else bool(gpu)
 
-    km = faiss.Kmeans(
-        d,
-        k,
-        niter=niter,
-        nredo=nredo,
-        seed=seed,
-        gpu=use_gpu,
-        verbose=verbose,
-        spherical=False,
-        max_points_per_centroid=max_points_per_centroid or n,
-        min_points_per_centroid=1,  # silences FAISS's "too few points" warning; we handle small clusters
-    )
-    km.train(x)
+    def make(nredo: int, seed: int) -> faiss.Kmeans:
+        return faiss.Kmeans(
+            d,
+            k,
+            niter=niter,
+            nredo=nredo,
+            seed=seed,
+            gpu=use_gpu,
+            verbose=verbose,
+            spherical=False,
+            max_points_per_centroid=max_points_per_centroid or n,
+            min_points_per_centroid=1,  # silences FAISS's "too few points" warning; we handle small clusters
+        )
+
+    if init == "random":
+        km = make(nredo, seed)
+        km.train(x)
+    else:
+        # FAISS runs nredo times from the same given centroids, so the restarts are ours: one seeding each.
+        best_obj = np.inf
+        for run in range(nredo):
+            candidate = make(1, seed + run)
+            candidate.train(x, init_centroids=x[kmeans_plusplus(x, k, seed=seed + run)])
+            history = candidate.obj  # the objective after each iteration
+            obj = float(history[-1]) if history is not None and len(history) else np.inf
+            if run == 0 or obj < best_obj:
+                km, best_obj = candidate, obj
     sq_dist, assign = km.index.search(x, 1)
     assignments = assign[:, 0].astype(np.int64)
     sq_distances = np.maximum(sq_dist[:, 0], 0.0).astype(np.float32)
@@ -105,3 +135,109 @@ def kmeans(
         objective=float(sq_distances.astype(np.float64).sum()),
         device="gpu" if use_gpu else "cpu",
     )
+
+
+def kmeans_plusplus(
+    x: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    n_local_trials: int | None = None,
+    sample_size: int | None = None,
+    variance: float = SEEDING_VARIANCE,
+) -> np.ndarray:
+    """Greedy K-means++ seeding (Arthur & Vassilvitskii 2007; greedy variant as in scikit-learn).
+
+    The first centre is a uniformly random point; each next one is the best of ``n_local_trials``
+    candidates drawn with probability proportional to D² (squared distance to the nearest centre so
+    far), "best" meaning the lowest resulting potential (sum of D²). The candidates of one step are
+    evaluated together as one ``(m, d') x (d', trials)`` matrix product.
+
+    Why a sample and a projection: the seeding is sequential, one pass over the data per centre, and that
+    pass is memory-bound. On the full data at K = 1000, d = 512, n = 60,000 it reads 120 MB per centre,
+    about 11 ms on a 2-core machine: 11 s of seeding, twice FAISS's 20 Lloyd iterations. We therefore seed
+    on a random sample of ``m = min(n, 32·k)`` points (K-means++ needs a few dozen points per centre to
+    see the clusters; the Lloyd iterations then run on every point), projected on the principal axes that
+    hold ``variance`` (90 %) of the sample's variance (64 of 512 dimensions on Fashion-MNIST features,
+    ~400 on an isotropic Gaussian mixture, where nothing can be dropped). Measured on Fashion-MNIST
+    (12,000 and 60,000 x 512, K = 125 and 1000), the K-means objective after 20 Lloyd iterations from
+    these seeds is within 0.2-0.8 % of scikit-learn's ``KMeans(init="k-means++")`` at a seeding cost of
+    0.1-1.5 s (``benchmarks/kmeans_speed.py``); 32 dimensions cost up to 1.3 % of objective, full
+    dimension triples the time for a 0.3 % gain.
+
+    Args:
+        x: ``(n, d)`` float32 points.
+        k: number of centres, ``1 <= k <= n``.
+        seed: random seed; same seed, same centres.
+        n_local_trials: candidates per step; ``None``: ``2 + floor(ln k)`` (scikit-learn's choice).
+        sample_size: points the seeding looks at; ``None``: ``min(n, 32·k)``.
+        variance: fraction of the sample's variance the projection keeps; ``1.0`` keeps every dimension.
+
+    Returns:
+        ``(k,)`` int64 distinct indices into ``x`` of the initial centres.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    if not 1 <= k <= n:
+        raise ValueError(f"K-means++ needs 1 <= k <= n, got k={k} for n={n} points")
+    if not 0.0 < variance <= 1.0:
+        raise ValueError(f"variance={variance} must be in (0, 1]")
+    rng = np.random.default_rng(seed)
+    m = min(n, sample_size or SEEDING_POINTS_PER_CENTROID * k)
+    m = max(m, k)
+    sample = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    xs = project_principal(x[sample], variance, rng)
+    trials = n_local_trials or 2 + int(np.log(k))
+
+    sq_norms = np.einsum("ij,ij->i", xs, xs)
+    centres = np.empty(k, dtype=np.int64)
+    centres[0] = rng.integers(m)
+    closest = np.maximum(sq_norms - 2.0 * (xs @ xs[centres[0]]) + sq_norms[centres[0]], 0.0)
+    chosen = np.zeros(m, dtype=bool)
+    chosen[centres[0]] = True
+    for c in range(1, k):
+        cumulative = np.cumsum(closest, dtype=np.float64)
+        if cumulative[-1] <= 0.0:
+            # Every sampled point coincides with a centre (fewer distinct points than k): take unchosen ones.
+            centres[c] = rng.choice(np.flatnonzero(~chosen))
+            chosen[centres[c]] = True
+            continue
+        # side="right" never lands on a point of zero weight (a centre already chosen)
+        candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1], side="right")
+        candidates = np.minimum(candidates, m - 1)
+        dist = xs @ xs[candidates].T  # (m, trials): the one GEMM of this step
+        dist *= -2.0
+        dist += sq_norms[:, None]
+        dist += sq_norms[candidates][None, :]
+        np.maximum(dist, 0.0, out=dist)
+        np.minimum(dist, closest[:, None], out=dist)
+        best = int(np.argmin(dist.sum(axis=0, dtype=np.float64)))
+        centres[c] = candidates[best]
+        chosen[centres[c]] = True
+        closest = np.ascontiguousarray(dist[:, best])
+    return sample[centres].astype(np.int64)
+
+
+def project_principal(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """``x`` centred and projected on the fewest principal axes that hold ``variance`` of its variance.
+
+    The axes come from the covariance of at most ``SEEDING_PCA_POINTS`` rows (drawn with ``rng``).
+    Returns ``x`` unchanged (as float32) when ``variance >= 1`` or no dimension can be dropped.
+    """
+    n, d = x.shape
+    if variance >= 1.0 or d <= 1:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    rows = rng.choice(n, size=SEEDING_PCA_POINTS, replace=False) if n > SEEDING_PCA_POINTS else slice(None)
+    part = x[rows].astype(np.float64)
+    mean = part.mean(axis=0)
+    part -= mean
+    eigval, eigvec = np.linalg.eigh(part.T @ part)
+    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]  # largest first
+    total = eigval.clip(min=0).sum()
+    if total <= 0:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    dims = int(np.searchsorted(np.cumsum(eigval.clip(min=0)) / total, variance)) + 1
+    if dims >= d:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    axes = np.ascontiguousarray(eigvec[:, :dims], dtype=np.float32)
+    return np.ascontiguousarray((x - mean.astype(np.float32)) @ axes)

@@ -1,14 +1,18 @@
-"""Selectors: from a pool (and, for K-means, its embeddings) to ``budget`` distinct pool indices."""
+"""Selectors: from a pool (and, for most, its embeddings) to ``budget`` distinct pool indices.
+
+A selector is any class that satisfies :class:`Selector`; each has a YAML file in ``conf/selector/`` and
+is built from its ``_target_``, so a new one needs no edit to the pipeline.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from imgselect.selection.kmeans import kmeans
+from imgselect.selection.kmeans import KMeansInit, kmeans
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
 log = logging.getLogger(__name__)
@@ -26,9 +30,15 @@ class Selection:
         distance: Euclidean distance of each pick to its cluster's centroid (NaN without clustering).
         cluster_size: size of each pick's cluster (0 without clustering).
         rule: how each pick was made: ``random``/``centroid`` (one per cluster), ``fill`` (extra pick
-            for an empty cluster), ``uniform`` (random selector).
+            for an empty cluster), ``uniform`` (random selector), ``typical``/``round_robin``/
+            ``small_cluster`` (TypiClust), ``coverage`` (ProbCover), ``farthest`` (k-center, and
+            ProbCover once everything is covered).
         notes: warnings a person should read (empty clusters, duplicates, ...).
         stats: numbers worth keeping (K-means objective, device, empty clusters, ...).
+        score: the rule's own number for each pick, float64, NaN where the rule has none: typicality
+            (TypiClust), points newly covered (ProbCover's ``coverage`` picks), Euclidean distance to the
+            picks before it (``farthest`` picks). ``None`` at construction means all NaN; it is never
+            ``None`` afterwards.
     """
 
     indices: np.ndarray
@@ -38,9 +48,77 @@ class Selection:
     rule: list[str]
     notes: list[str] = field(default_factory=list)
     stats: dict[str, float | int | str] = field(default_factory=dict)
+    score: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None:
+            self.score = np.full(len(self.indices), np.nan)
+        else:
+            self.score = np.asarray(self.score, dtype=np.float64)
+            if self.score.shape != (len(self.indices),):
+                raise ValueError(
+                    f"score has shape {self.score.shape}; expected one per pick ({len(self.indices)},)"
+                )
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """What the pipeline needs from a selector.
+
+    Attributes:
+        name: what ``result.json`` and Table 1 call it (``random``, ``ae``, ``typiclust``, ...).
+        pick: the per-image rule (``uniform``, ``random``, ``centroid``, ``typical``, ``coverage``,
+            ``farthest``).
+        budget: number of images it picks.
+        requires_embeddings: whether :meth:`select` needs pool embeddings (an autoencoder is trained
+            only when it does).
+    """
+
+    name: str
+    pick: str
+    budget: int
+    requires_embeddings: bool
+
+    def select(
+        self,
+        n_pool: int,
+        embeddings: np.ndarray | None = None,
+        *,
+        source: str = "the pool",
+        n_classes: int | None = None,
+    ) -> Selection:
+        """Pick ``budget`` distinct indices of ``range(n_pool)``.
+
+        Args:
+            n_pool: number of readable images in the pool.
+            embeddings: ``(n_pool, d)`` pool embeddings; required when ``requires_embeddings``.
+            source: where the pool comes from, for error messages.
+            n_classes: number of classes of the task, for selectors whose rules need it (ProbCover's
+                purity rule); others ignore it.
+        """
+        ...
+
+
+def check_embeddings(embeddings: np.ndarray | None, n_pool: int, selector: str) -> np.ndarray:
+    """``embeddings`` as a finite contiguous float32 ``(n_pool, d)`` array, or a clear error."""
+    if embeddings is None:
+        raise ValueError(
+            f"the {selector} selector needs pool embeddings (set an embedding: embedding=pixels, ...)"
+        )
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
+    if len(x) != n_pool:
+        raise ValueError(f"got {len(x)} embeddings for a pool of {n_pool} images")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x).all(axis=1)).sum())
+        raise ValueError(
+            f"{bad} of {n_pool} embeddings contain NaN or inf; check the autoencoder's training loss"
+        )
+    return x
 
 
 def check_budget(budget: int, n_pool: int, source: str = "the pool") -> None:
@@ -66,15 +144,21 @@ class RandomSelector:
 
     requires_embeddings = False
     name = "random"
+    pick = "uniform"
 
     def __init__(self, budget: int, seed: int = 0) -> None:
         self.budget = budget
         self.seed = seed
 
     def select(
-        self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool"
+        self,
+        n_pool: int,
+        embeddings: np.ndarray | None = None,
+        *,
+        source: str = "the pool",
+        n_classes: int | None = None,
     ) -> Selection:
-        """Pick ``budget`` distinct indices of ``range(n_pool)``; ``embeddings`` is ignored."""
+        """Pick ``budget`` distinct indices of ``range(n_pool)``; ``embeddings`` and ``n_classes`` are ignored."""
         check_budget(self.budget, n_pool, source)
         rng = np.random.default_rng(self.seed)
         idx = np.sort(rng.choice(n_pool, size=self.budget, replace=False)).astype(np.int64)
@@ -98,6 +182,8 @@ class KMeansSelector:
         seed: seed of K-means initialisation and of the random pick.
         max_points_per_centroid: FAISS training subsample per centroid; ``None`` uses every point.
         gpu: ``"auto"`` (GPU when FAISS sees one), ``True`` or ``False``.
+        name: what ``result.json`` and Table 1 call this selector (``ae`` for the paper's presets).
+        init: K-means seeding, ``"random"`` (FAISS's, the paper's) or ``"kmeans++"``.
 
     Empty clusters (possible with duplicate or near-duplicate embeddings) are filled with the unchosen
     images farthest from their centroid, with a note, so the selection always has exactly ``budget``
@@ -105,7 +191,6 @@ class KMeansSelector:
     """
 
     requires_embeddings = True
-    name = "ae"
 
     def __init__(
         self,
@@ -116,11 +201,15 @@ class KMeansSelector:
         seed: int = 0,
         max_points_per_centroid: int | None = None,
         gpu: bool | str = "auto",
+        name: str = "ae",
+        init: KMeansInit = "random",
     ) -> None:
         if pick not in ("random", "centroid"):
             raise ValueError(f"pick={pick!r} is not a pick rule; use 'random' or 'centroid'")
         self.budget = budget
-        self.pick = pick
+        self.pick: str = pick
+        self.name = name
+        self.init: KMeansInit = init
         self.niter = niter
         self.nredo = nredo
         self.seed = seed
@@ -128,9 +217,14 @@ class KMeansSelector:
         self.gpu = gpu
 
     def select(
-        self, n_pool: int, embeddings: np.ndarray | None = None, source: str = "the pool"
+        self,
+        n_pool: int,
+        embeddings: np.ndarray | None = None,
+        *,
+        source: str = "the pool",
+        n_classes: int | None = None,
     ) -> Selection:
-        """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster."""
+        """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster; ``n_classes`` is ignored."""
         if embeddings is None:
             raise ValueError("the K-means selector needs pool embeddings; train the autoencoder first")
         if len(embeddings) != n_pool:
@@ -152,6 +246,7 @@ class KMeansSelector:
             seed=self.seed,
             max_points_per_centroid=self.max_points_per_centroid,
             gpu=self.gpu,
+            init=self.init,
         )
         sizes = res.cluster_sizes
         if self.pick == "random":

@@ -1,0 +1,291 @@
+"""ProbCover: greedy maximum coverage of the pool by δ-balls around the picks."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from imgselect.selection.kcenter import farthest_first
+from imgselect.selection.kmeans import KMeansInit, kmeans
+from imgselect.selection.neighbors import TooManyNeighbors, nearest_other_label, range_search
+from imgselect.selection.selectors import Selection, check_budget, check_embeddings
+
+log = logging.getLogger(__name__)
+
+
+def purity_delta(
+    x: np.ndarray, labels: np.ndarray, purity: float, *, gpu: bool | str = "auto"
+) -> tuple[float, np.ndarray]:
+    """The largest δ for which at least a ``purity`` fraction of δ-balls are pure.
+
+    The ball ``{y : |y - x| < δ}`` around ``x`` is pure when every point in it has ``x``'s label, i.e.
+    when ``δ <= r(x)``, the distance from ``x`` to its nearest point of another label. The fraction of
+    pure balls, ``#{x : r(x) >= δ} / n``, falls as δ grows, so the largest δ that keeps it at or above
+    ``purity`` is the ``m``-th smallest ``r`` with ``m = floor(n · (1 - purity))`` (0-based): the
+    ``(1 - purity)`` quantile of ``r``, computed exactly (FAISS, no grid over δ).
+
+    Args:
+        x: ``(n, d)`` points.
+        labels: ``(n,)`` label of each point (K-means clusters in ProbCover); two distinct at least.
+        purity: required fraction of pure balls, in ``(0, 1]``.
+        gpu: ``True``/``False``, or ``"auto"``.
+
+    Returns:
+        ``(delta, r)``: δ and every point's distance ``r`` to its nearest point of another label.
+    """
+    if not 0.0 < purity <= 1.0:
+        raise ValueError(f"purity={purity} must be in (0, 1]")
+    sq, _ = nearest_other_label(x, labels, gpu=gpu)
+    r = np.sqrt(sq.astype(np.float64))
+    n = len(r)
+    # the tiny epsilon keeps n * (1 - purity) = 4.999999... from flooring to 4
+    m = min(n - 1, int(np.floor(n * (1.0 - purity) + 1e-9)))
+    return float(np.partition(r, m)[m]), r
+
+
+def transpose_csr(lims: np.ndarray, indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR of the reversed edges: row ``j`` lists every ``i`` whose row lists ``j``."""
+    rows = np.repeat(np.arange(n, dtype=indices.dtype), np.diff(lims))
+    order = np.argsort(indices, kind="stable")
+    t_lims = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=n), out=t_lims[1:])
+    return t_lims, rows[order]
+
+
+def gather_rows(lims: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``indices`` of the CSR rows ``rows``, concatenated, without a Python loop."""
+    starts = lims[rows]
+    lengths = lims[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return indices[:0]
+    # position p of the output lies in row r at offset p - (where r's block begins in the output)
+    block_begin = np.cumsum(lengths) - lengths
+    return indices[np.repeat(starts - block_begin, lengths) + np.arange(total)]
+
+
+def greedy_coverage(
+    lims: np.ndarray, indices: np.ndarray, budget: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy maximum coverage on a ball graph: repeatedly the point whose ball covers most uncovered points.
+
+    Degrees (uncovered points in each ball) are kept up to date incrementally: when ``y`` becomes covered,
+    every ball holding ``y`` loses one, and those balls are the rows of the transposed graph at ``y``. Each
+    edge is thus touched a bounded number of times: O(edges) in all, plus one O(n) argmax per pick. Stops
+    early when no ball covers anything new. Ties go to the lowest index.
+
+    Args:
+        lims, indices: the CSR graph; row ``i`` (which should hold ``i`` itself) is ``i``'s ball.
+        budget: at most this many picks.
+
+    Returns:
+        ``(picks, newly_covered, covered)``: picks in order, how many points each covered first, and the
+        final boolean coverage of every point.
+    """
+    n = len(lims) - 1
+    t_lims, t_indices = transpose_csr(lims, indices, n)
+    degree = np.diff(lims).astype(np.int64)
+    covered = np.zeros(n, dtype=bool)
+    picks: list[int] = []
+    gains: list[int] = []
+    while len(picks) < budget:
+        best = int(np.argmax(degree))
+        if degree[best] <= 0:
+            break
+        ball = indices[lims[best] : lims[best + 1]]
+        new = ball[~covered[ball]]
+        covered[new] = True
+        degree -= np.bincount(gather_rows(t_lims, t_indices, new), minlength=n)
+        picks.append(best)
+        gains.append(len(new))
+    return np.asarray(picks, dtype=np.int64), np.asarray(gains, dtype=np.int64), covered
+
+
+class ProbCoverSelector:
+    """ProbCover (Yehuda, Dekel, Hacohen & Weinshall, NeurIPS 2022): max coverage by δ-balls.
+
+    Embeddings are L2-normalised (``normalize=True``, as the paper does with SimCLR features). Each pool
+    image is a ball of radius δ; picks are made greedily, each the image whose ball covers the most images
+    not yet covered (score: that number). The δ-ball graph comes from an exact FAISS range search.
+
+    δ is ``delta`` when given; otherwise the paper's purity rule: K-means with K = ``purity_clusters`` or
+    else the task's ``n_classes``, and the largest δ for which at least ``purity`` of the balls hold only
+    their centre's cluster (see :func:`purity_delta`). When every image is covered before the budget is
+    spent, the remaining picks are farthest-first from the chosen set (k-center rule, ``farthest`` in
+    ``selection.csv``, score: that distance), with a note.
+
+    Args:
+        budget: number of images to pick.
+        delta: ball radius in the (normalised) embedding space; ``None``: chosen by purity.
+        purity: fraction of pure balls the chosen δ keeps (the paper: 0.95).
+        purity_clusters: K of the purity K-means; ``None``: the task's ``n_classes``.
+        normalize: L2-normalise the embeddings first.
+        max_edges: refuse a graph of more pairs than this (memory: ~24 bytes per pair with its transpose).
+        niter, nredo, seed, max_points_per_centroid, gpu, init: of the purity K-means (``gpu`` also for
+            the neighbour searches).
+        name: what ``result.json`` and Table 1 call this selector.
+    """
+
+    requires_embeddings = True
+    pick = "coverage"
+
+    def __init__(
+        self,
+        budget: int,
+        delta: float | None = None,
+        purity: float = 0.95,
+        purity_clusters: int | None = None,
+        normalize: bool = True,
+        max_edges: int = 50_000_000,
+        niter: int = 20,
+        nredo: int = 1,
+        seed: int = 0,
+        max_points_per_centroid: int | None = None,
+        gpu: bool | str = "auto",
+        init: KMeansInit = "kmeans++",
+        name: str = "probcover",
+    ) -> None:
+        if delta is not None and not delta > 0:
+            raise ValueError(f"delta={delta} must be positive (or null to choose it by purity)")
+        if not 0.0 < purity <= 1.0:
+            raise ValueError(f"purity={purity} must be in (0, 1]")
+        self.budget = budget
+        self.delta = delta
+        self.purity = purity
+        self.purity_clusters = purity_clusters
+        self.normalize = normalize
+        self.max_edges = max_edges
+        self.niter = niter
+        self.nredo = nredo
+        self.seed = seed
+        self.max_points_per_centroid = max_points_per_centroid
+        self.gpu = gpu
+        self.init: KMeansInit = init
+        self.name = name
+
+    def select(
+        self,
+        n_pool: int,
+        embeddings: np.ndarray | None = None,
+        *,
+        source: str = "the pool",
+        n_classes: int | None = None,
+    ) -> Selection:
+        """Pick ``budget`` images by greedy δ-ball coverage of ``embeddings``.
+
+        Args:
+            n_pool: number of pool images.
+            embeddings: ``(n_pool, d)`` pool embeddings.
+            source: where the pool comes from, for error messages.
+            n_classes: number of classes of the task: K of the purity K-means when neither ``delta`` nor
+                ``purity_clusters`` is set.
+        """
+        x = check_embeddings(embeddings, n_pool, "ProbCover")
+        check_budget(self.budget, n_pool, source)
+        notes: list[str] = []
+        if self.normalize:
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            n_zero = int((norms[:, 0] == 0).sum())
+            if n_zero:
+                notes.append(f"{n_zero} embeddings are all zeros and stay at the origin after normalisation")
+            x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+        cluster = np.full(n_pool, -1, dtype=np.int64)
+        sizes = np.zeros(0, dtype=np.int64)
+        stats: dict[str, float | int | str] = {}
+        if self.delta is not None:
+            delta = float(self.delta)
+            stats["delta_rule"] = "given"
+        else:
+            delta, cluster, sizes = self._purity_delta(x, n_classes, source)
+            stats.update(delta_rule=f"purity {self.purity}", purity_clusters=len(sizes))
+
+        try:
+            lims, indices, _ = range_search(x, delta, max_pairs=self.max_edges)
+        except TooManyNeighbors as err:
+            raise ValueError(
+                f"ProbCover's δ-ball graph at delta={delta:.4g} is too large for max_edges={self.max_edges:,} "
+                f"({err}); set a smaller delta or a lower purity (now {self.purity}), or raise max_edges"
+            ) from err
+        # int32 halves the graph's memory; pools are far below 2**31 images
+        indices = indices.astype(np.int32)
+        mean_degree = len(indices) / n_pool
+        picks, gains, covered = greedy_coverage(lims, indices, self.budget)
+        coverage = float(covered.mean())
+        rule = [self.pick] * len(picks)
+        score = gains.astype(np.float64)
+        n_fill = self.budget - len(picks)
+        if n_fill:
+            notes.append(
+                f"δ-balls covered the whole pool after {len(picks)} of {self.budget} picks; the other "
+                f"{n_fill} were picked farthest-first from the chosen set (rule 'farthest' in selection.csv)"
+            )
+            extra, dist = farthest_first(x, n_fill, chosen=picks, gpu=self.gpu)
+            picks = np.concatenate([picks, extra])
+            rule += ["farthest"] * n_fill
+            score = np.concatenate([score, dist])
+        assert len(np.unique(picks)) == self.budget, "selection must hold budget distinct images"
+        for note in notes:
+            log.warning(note)
+        log.info(
+            "ProbCover: delta=%.4g, mean ball size %.1f, coverage %.1f%% with %d coverage picks from %s",
+            delta,
+            mean_degree,
+            100 * coverage,
+            self.budget - n_fill,
+            source,
+        )
+        stats.update(delta=delta, coverage=coverage, mean_degree=mean_degree, edges=len(indices), fill=n_fill)
+        # the purity K-means clusters when δ came from them; no clustering (-1, size 0) when δ was given
+        cluster_size = sizes[cluster[picks]] if len(sizes) else np.zeros(self.budget, dtype=np.int64)
+        return Selection(
+            indices=picks,
+            cluster=cluster[picks],
+            distance=np.full(self.budget, np.nan, dtype=np.float32),
+            cluster_size=cluster_size,
+            rule=rule,
+            notes=notes,
+            stats=stats,
+            score=score,
+        )
+
+    def _purity_delta(
+        self, x: np.ndarray, n_classes: int | None, source: str
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """δ by the purity rule; also the purity clusters and their sizes."""
+        k = self.purity_clusters or n_classes
+        if k is None:
+            raise ValueError(
+                "ProbCover needs a ball radius: set delta, or purity_clusters, or run it where the task's "
+                "number of classes is known (n_classes) so δ can be chosen by purity"
+            )
+        if not 2 <= k <= len(x):
+            raise ValueError(
+                f"the purity rule needs 2 <= K <= {len(x)} clusters (pool of {source}), got K={k}; "
+                f"set purity_clusters or delta"
+            )
+        res = kmeans(
+            x,
+            k,
+            niter=self.niter,
+            nredo=self.nredo,
+            seed=self.seed,
+            max_points_per_centroid=self.max_points_per_centroid,
+            gpu=self.gpu,
+            init=self.init,
+        )
+        if len(np.unique(res.assignments)) < 2:
+            raise ValueError(
+                f"the purity K-means (K={k}) put every embedding of {source} in one cluster; set delta"
+            )
+        delta, _ = purity_delta(x, res.assignments, self.purity, gpu=self.gpu)
+        if not delta > 0:
+            raise ValueError(
+                f"the purity rule gave delta={delta} (duplicate embeddings in different K={k} clusters); "
+                f"set delta or a lower purity (now {self.purity})"
+            )
+        log.info(
+            "ProbCover: delta=%.4g keeps %.0f%% of balls pure over K=%d clusters", delta, 100 * self.purity, k
+        )
+        return delta, res.assignments, res.cluster_sizes
