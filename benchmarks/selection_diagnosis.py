@@ -70,15 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         seed = int(r["seed"])
         if seed not in per_seed:
             keys = [
-                x["autoencoder"]["cache_key"] for _, x in jobs if x["selector"] == "ae" and x["seed"] == seed
+                (x.get("embedding_info") or x.get("autoencoder") or {}).get("cache_dir")
+                or str(Path(args.cache_dir) / "autoencoder" / x["autoencoder"]["cache_key"])
+                for _, x in jobs
+                if x["selector"] == "ae" and x["seed"] == seed
             ]
             if not keys:
                 print(f"error: no ae job of seed {seed} in {args.sweeps}", file=sys.stderr)
                 return 2
-            path = Path(args.cache_dir) / "autoencoder" / keys[0] / "embeddings.npy"
+            path = Path(keys[0]) / "embeddings.npy"
             if not path.exists():
                 print(
-                    f"error: {path} is missing: rerun the ae job of seed {seed} with ae_cache=true",
+                    f"error: {path} is missing: rerun the ae job of seed {seed} with cache=true",
                     file=sys.stderr,
                 )
                 return 2

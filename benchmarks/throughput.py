@@ -20,7 +20,7 @@ import torch
 from record import save_result
 
 from datamodules import FashionMNISTDataModule
-from imgselect.pipeline import _loader
+from imgselect.stages.classify import make_loader as _loader
 from lightning_modules import AutoencoderModule, ClassifierModule
 
 

@@ -7,12 +7,13 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from imgselect.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -20,25 +21,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCH = "mobilenetv2_100"
 HUB_HOST = "huggingface.co"
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state: Any
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of weights")
-    for prefix in ("net.", "model.", "module."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def load_local_weights(model: nn.Module, path: str | Path) -> None:
@@ -56,7 +38,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
             f"classifier.pretrained={path}: no such file. Pass a local mobilenetv2_100 weights file "
             f"(.pth or .safetensors), or null to train from scratch"
         )
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     own = model.state_dict()
     head = {k for k in state if k.startswith("classifier.")}
     dropped = sorted(k for k in head if k in own and own[k].shape != state[k].shape)

@@ -18,9 +18,20 @@ def options(group: str) -> list[str]:
 
 
 def test_groups_are_all_there() -> None:
-    for group in ("data", "autoencoder", "selector", "trainer", "logger", "paths", "hydra", "experiment"):
+    for group in (
+        "data",
+        "autoencoder",
+        "embedding",
+        "selector",
+        "trainer",
+        "logger",
+        "paths",
+        "hydra",
+        "experiment",
+    ):
         assert options(group), group
-    assert {"ae", "random", "ae_centroid"} <= set(options("selector"))
+    assert {"ae", "random", "ae_centroid", "typiclust", "probcover", "kcenter"} <= set(options("selector"))
+    assert {"autoencoder", "pixels", "backbone", "file"} <= set(options("embedding"))
     assert {"cpu", "gpu", "ddp"} <= set(options("trainer"))
 
 
@@ -60,7 +71,23 @@ def test_autoencoder(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
 def test_selector(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
     sel = instantiate(compose_cfg(f"selector={name}", "budget=7").selector)
     assert sel.budget == 7
-    assert sel.select(20, torch.randn(20, 4).numpy()).indices.size == 7
+    selection = sel.select(20, torch.randn(20, 4).numpy(), n_classes=2)
+    assert len(set(selection.indices.tolist())) == 7
+
+
+@pytest.mark.parametrize("name", options("embedding"))
+def test_embedding(name: str, compose_cfg: Callable[..., DictConfig], tmp_path) -> None:
+    import numpy as np
+
+    extra = {
+        "file": [f"embedding.path={tmp_path / 'e.npy'}"],
+        "backbone": ["embedding.random_init=true"],
+    }.get(name, [])
+    np.save(tmp_path / "e.npy", np.zeros((3, 2), np.float32))
+    emb = instantiate(compose_cfg(f"embedding={name}", "experiment=cpu", *extra).embedding)
+    assert emb.name == name and isinstance(emb.settings(), dict)
+    if name == "autoencoder":  # the autoencoder group's settings reach the embedding's model
+        assert emb.settings()["image_size"] == 32 and emb.epochs == 4
 
 
 @pytest.mark.parametrize("name", options("trainer"))
@@ -89,8 +116,11 @@ def test_logger(name: str, compose_cfg: Callable[..., DictConfig], monkeypatch: 
 
 @pytest.mark.parametrize("name", options("experiment"))
 def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
-    cfg = compose_cfg(f"experiment={name}")
-    instantiate(cfg.autoencoder)
+    base, cfg = compose_cfg(), compose_cfg(f"experiment={name}")
+    changed = {k for k in ("image_size", "autoencoder", "classifier", "pseudo") if cfg[k] != base[k]}
+    assert changed, f"experiment={name} changes none of the settings it is for"
+    ae = instantiate(cfg.autoencoder)
+    assert ae.embed(torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8)).shape[1] == 512
     instantiate(cfg.selector)
 
 

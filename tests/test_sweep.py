@@ -63,7 +63,7 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
         assert result["output_dir"] == str(job)
         seen.add((result["selector"], result["budget"]))
         if result["selector"] == "ae":
-            hits.append(result["autoencoder"]["cache_hit"])
+            hits.append(result["embedding_info"]["cache_hit"])
     assert seen == {("ae", 5), ("ae", 8), ("random", 5), ("random", 8)}
     assert sorted(hits) == [False, True]  # the autoencoder was trained once for the sweep
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
@@ -82,14 +82,25 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir: Path) -> None:
-    """Lightning's DDP relaunch of a multirun job must rerun that job in its own folder, not the sweep."""
-    multirun(tmp_path, fmnist_dir, "trainer=ddp", "budget=5,8", "~classifier", env={"OMP_NUM_THREADS": "1"})
+    """Lightning's DDP relaunch of a multirun job must rerun that job in its own folder, not the sweep; and
+    every job of the sweep must start its own ranks (the first job's are gone when the second starts)."""
+    multirun(
+        tmp_path,
+        fmnist_dir,
+        "trainer=ddp",
+        "budget=5,8",
+        "cache=false",  # the autoencoder trains, under DDP, in both jobs
+        "~classifier",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0_ae_budget5_seed0", "1_ae_budget8_seed0"]  # no stray folders from the relaunch
-    assert (
-        tmp_path / "sweep" / jobs[0] / "train_ddp_process_1.log"
-    ).exists()  # rank 1 ran in the job's folder
+    assert jobs == ["0_ae_autoencoder_budget5_seed0", "1_ae_autoencoder_budget8_seed0"]  # no stray folders
     for job, budget in zip(jobs, (5, 8), strict=True):
+        assert (
+            tmp_path / "sweep" / job / "train_ddp_process_1.log"
+        ).exists()  # rank 1 ran in the job's folder
         rows = read_selection_csv(tmp_path / "sweep" / job / "selection.csv")
         assert len({r["pool_index"] for r in rows}) == budget
+        result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
+        assert result["embedding_info"]["cache_hit"] is False
     assert not (tmp_path / "logs").exists()

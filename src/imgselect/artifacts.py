@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
+from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
 SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule"]
@@ -64,6 +65,15 @@ def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[st
                     selection.rule[i],
                 ]
             )
+
+
+def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -> dict[str, str]:
+    """Write ``selection.csv`` and ``selection.png`` (contact sheet of the chosen images); return their paths."""
+    out_dir = Path(out_dir)
+    csv_path = out_dir / "selection.csv"
+    write_selection_csv(csv_path, selection, pool.ids)
+    sheet = save_contact_sheet(out_dir / "selection.png", pool.images[torch.as_tensor(selection.indices)])
+    return {"selection_csv": str(csv_path), "contact_sheet": str(sheet)}
 
 
 def read_selection_csv(path: str | Path) -> list[dict[str, str]]:

@@ -1,8 +1,7 @@
-"""The selection callback: when the autoencoder finishes training, embed the pool and pick the images.
+"""The embedding callback: when a network finishes training on the pool, embed the pool with it.
 
-Under DDP every process embeds its shard of the pool; the shards are all-gathered, rank 0 runs
-K-means and the pick rule, and the chosen indices are broadcast, so every process ends with the
-same selection. Only rank 0 writes files.
+Under DDP every process embeds its shard of the pool and the shards are all-gathered to rank 0, which
+then runs the selection (:func:`imgselect.stages.select.select_stage`) and broadcasts the chosen indices.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -18,9 +16,7 @@ import torch
 import torch.distributed as dist
 from rich.progress import track
 
-from imgselect.artifacts import save_contact_sheet, write_selection_csv
-from imgselect.pool import ImageSet, PoolSource
-from imgselect.selection.selectors import KMeansSelector, RandomSelector, Selection
+from imgselect.pool import PoolSource
 
 log = logging.getLogger(__name__)
 
@@ -48,47 +44,27 @@ def embed_images(
     return torch.cat(out)
 
 
-def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -> dict[str, str]:
-    """Write ``selection.csv`` and ``selection.png`` (contact sheet of the chosen images); return their paths."""
-    out_dir = Path(out_dir)
-    csv_path = out_dir / "selection.csv"
-    write_selection_csv(csv_path, selection, pool.ids)
-    sheet = save_contact_sheet(out_dir / "selection.png", pool.images[torch.as_tensor(selection.indices)])
-    return {"selection_csv": str(csv_path), "contact_sheet": str(sheet)}
-
-
-class SelectionCallback(pl.Callback):
-    """Embeds the datamodule's pool with the trained autoencoder and runs ``selector`` on it.
+class EmbeddingCallback(pl.Callback):
+    """Embeds the datamodule's pool with the trained LightningModule when training ends.
 
     The LightningModule must offer ``embed(images) -> (n, d)``; the datamodule must be a
-    :class:`~imgselect.pool.PoolSource`. After ``fit``, :attr:`selection` holds the result on every
-    process and :attr:`embeddings` holds the pool embeddings (``(n, d)`` numpy, rank 0 only).
+    :class:`~imgselect.pool.PoolSource`. After ``fit``, :attr:`embeddings` holds the pool embeddings
+    (``(n, d)`` numpy) on rank 0 and ``None`` elsewhere.
 
     Args:
-        selector: the selector to run on the embeddings.
-        out_dir: run folder for ``selection.csv`` and the contact sheet (``None``: write nothing).
         batch_size: embedding batch size.
     """
 
-    def __init__(
-        self,
-        selector: KMeansSelector | RandomSelector,
-        out_dir: str | Path | None = None,
-        batch_size: int = 512,
-    ) -> None:
-        self.selector = selector
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+    def __init__(self, batch_size: int = 512) -> None:
         self.batch_size = batch_size
-        self.selection: Selection | None = None
         self.embeddings: np.ndarray | None = None
-        self.timings: dict[str, float] = {}
-        self.outputs: dict[str, str] = {}
+        self.seconds = 0.0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, PoolSource):
             raise TypeError(
-                "SelectionCallback needs a datamodule with .pool, .val and .class_names (a PoolDataModule)"
+                "EmbeddingCallback needs a datamodule with .pool, .val and .class_names (a PoolDataModule)"
             )
         pool = dm.pool
         world, rank = trainer.world_size, trainer.global_rank
@@ -119,25 +95,10 @@ class SelectionCallback(pl.Callback):
             keep = all_idx >= 0
             order = torch.argsort(all_idx[keep])
             emb, idx = all_emb[keep][order], all_idx[keep][order]
-        self.timings["embed_s"] = time.perf_counter() - t0
-
-        selection = None
+        self.seconds = time.perf_counter() - t0
         if trainer.is_global_zero:
             if not torch.equal(idx, torch.arange(len(pool))):
                 raise RuntimeError("gathered embeddings do not cover the pool exactly once")
             self.embeddings = emb.numpy()
-            t1 = time.perf_counter()
-            selection = self.selector.select(len(pool), self.embeddings, source=pool.source)
-            self.timings["select_s"] = time.perf_counter() - t1
-            if self.out_dir is not None:
-                self.outputs = write_selection(self.out_dir, selection, pool)
-            log.info(
-                "selected %d of %d images in %.1fs (embed %.1fs, K-means + pick %.1fs)",
-                len(selection),
-                len(pool),
-                time.perf_counter() - t0,
-                self.timings["embed_s"],
-                self.timings["select_s"],
-            )
-        self.selection = trainer.strategy.broadcast(selection, src=0)
+            log.info("embedded %d images in %.1fs", len(pool), self.seconds)
         pl_module.train(was_training)

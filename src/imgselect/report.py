@@ -24,12 +24,27 @@ log = logging.getLogger(__name__)
 PHASES = (("before", "Before pseudo-labeling"), ("after", "After pseudo-labeling"))
 
 
+SELECTOR_NAMES = {
+    "ae": "K-means, random member",
+    "typiclust": "TypiClust",
+    "probcover": "ProbCover",
+    "kcenter": "k-center",
+}
+
+
 def selector_label(result: dict[str, Any]) -> str:
-    """Row name of a job: the paper's names, with the pick rule when it is not the paper's."""
-    if result.get("selector") == "random":
+    """Row name of a job: the paper's names for its own runs (autoencoder embedding), else selector, pick
+    rule and embedding, e.g. ``TypiClust (pixels)``."""
+    selector, pick = result.get("selector"), result.get("pick", "random")
+    if selector == "random":
         return "Random selection"
-    pick = result.get("pick", "random")
-    return "Autoencoder" if pick == "random" else f"Autoencoder ({pick} pick)"
+    embedding = result.get("embedding", "autoencoder") or "autoencoder"
+    if selector == "ae" and embedding == "autoencoder":
+        return "Autoencoder" if pick == "random" else f"Autoencoder ({pick} pick)"
+    name = SELECTOR_NAMES.get(str(selector), str(selector))
+    if selector == "ae" and pick != "random":
+        name = f"K-means, {pick} pick"
+    return f"{name} ({embedding})"
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

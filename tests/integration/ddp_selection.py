@@ -1,4 +1,4 @@
-"""Run the autoencoder + selection callback on a tiny pool, single-process or DDP (2 CPU processes, gloo).
+"""Run the autoencoder + embedding callback + selection stage on a tiny pool, single-process or DDP (2 CPU processes, gloo).
 
 Used by test_ddp.py in a subprocess (DDP relaunches the running script, so it cannot run inside pytest).
 
@@ -17,9 +17,10 @@ import lightning.pytorch as pl
 import torch
 
 from datamodules.pool import PoolDataModule
-from imgselect.callbacks import SelectionCallback
+from imgselect.callbacks import EmbeddingCallback
 from imgselect.pool import ImageSet
 from imgselect.selection import KMeansSelector
+from imgselect.stages.select import select_stage
 from lightning_modules import AutoencoderModule
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     out_dir, devices = Path(sys.argv[1]), int(sys.argv[2])
     pl.seed_everything(0)
     model = AutoencoderModule(image_size=16, channels=(8, 16), latent_dim=32)
-    cb = SelectionCallback(KMeansSelector(budget=10, pick="random", seed=3), out_dir, batch_size=16)
+    cb = EmbeddingCallback(batch_size=16)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -60,13 +61,19 @@ def main() -> None:
         enable_model_summary=False,
         callbacks=[cb],
     )
-    trainer.fit(model, datamodule=SyntheticPool(image_size=16, batch_size=16))
-    # every process holds the broadcast selection; check it agrees with rank 0's file
-    assert cb.selection is not None and len(cb.selection) == 10
+    dm = SyntheticPool(image_size=16, batch_size=16)
+    trainer.fit(model, datamodule=dm)
+    # rank 0 holds the gathered embeddings, the others none; the selection stage decides on rank 0 and
+    # broadcasts, so every process ends with rank 0's selection
+    assert (cb.embeddings is not None) == trainer.is_global_zero
+    selection = select_stage(
+        KMeansSelector(budget=10, pick="random", seed=3), dm.pool, cb.embeddings, 2, out_dir
+    )
+    assert len(selection) == 10
     if trainer.is_global_zero:
         torch.save(model.state_dict(), out_dir / "weights.pt")
-        (out_dir / "indices.txt").write_text(",".join(map(str, cb.selection.indices.tolist())))
-    (out_dir / f"rank{trainer.global_rank}.txt").write_text(",".join(map(str, cb.selection.indices.tolist())))
+        (out_dir / "indices.txt").write_text(",".join(map(str, selection.indices.tolist())))
+    (out_dir / f"rank{trainer.global_rank}.txt").write_text(",".join(map(str, selection.indices.tolist())))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
     result = json.loads((out / "result.json").read_text())
     rows = _check_selection(out, 12, 300)
     assert result["selector"] == "ae" and result["budget"] == 12 and result["pool_size"] == 300
-    assert result["autoencoder"]["cache_hit"] is False
-    assert result["autoencoder"]["ae/train_loss"] > 0
+    assert result["embedding_info"]["cache_hit"] is False
+    assert result["embedding_info"]["ae/train_loss"] > 0
     assert sum(result["selected_class_histogram"].values()) == 12
     assert {r["rule"] for r in rows} == {"random"}
     assert {int(r["cluster"]) for r in rows} == set(range(12))  # one image per cluster
@@ -45,17 +45,17 @@ def test_ae_job_then_cache_hit(compose_cfg: Callable[..., DictConfig]) -> None:
     cfg2 = compose_cfg(*SELECT_ONLY)
     run(cfg2)
     result2 = json.loads((out / "result.json").read_text())
-    assert result2["autoencoder"]["cache_hit"] is True
+    assert result2["embedding_info"]["cache_hit"] is True
     assert "autoencoder" not in result2["timings_s"]
     assert read_selection_csv(out / "selection.csv") == rows
 
     # a different budget reuses the autoencoder too; a different seed does not
     run(compose_cfg(*SELECT_ONLY, "budget=7", "selector.pick=centroid"))
     r3 = json.loads((out / "result.json").read_text())
-    assert r3["autoencoder"]["cache_hit"] is True and r3["pick"] == "centroid"
+    assert r3["embedding_info"]["cache_hit"] is True and r3["pick"] == "centroid"
     _check_selection(out, 7, 300)
     run(compose_cfg(*SELECT_ONLY, "seed=1"))
-    assert json.loads((out / "result.json").read_text())["autoencoder"]["cache_hit"] is False
+    assert json.loads((out / "result.json").read_text())["embedding_info"]["cache_hit"] is False
 
 
 def test_random_job_never_trains(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -63,7 +63,7 @@ def test_random_job_never_trains(compose_cfg: Callable[..., DictConfig]) -> None
     run(cfg)
     out = Path(cfg.paths.output_dir)
     result = json.loads((out / "result.json").read_text())
-    assert result["selector"] == "random" and result["autoencoder"] == {}
+    assert result["selector"] == "random" and result["embedding_info"] == {} and result["embedding"] is None
     assert not (out / "autoencoder.ckpt").exists()
     rows = _check_selection(out, 12, 300)
     assert {r["rule"] for r in rows} == {"uniform"}

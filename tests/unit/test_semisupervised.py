@@ -112,7 +112,7 @@ def test_epochs_for_rejects_bad_values(steps, epochs, min_steps):
     ("n", "shuffle", "last"), [(1025, True, 32), (1025, False, 1), (1024, True, 32), (1030, True, 6)]
 )
 def test_training_loader_never_ends_on_a_batch_of_one(n, shuffle, last):
-    from imgselect.pipeline import _loader
+    from imgselect.stages.classify import make_loader as _loader
 
     loader = _loader(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), np.zeros(n, dtype=np.int64), 32, shuffle)
     sizes = [len(y) for _, y in loader]

@@ -1,0 +1,131 @@
+"""Pooled features of a timm network with local weights (no download at run time)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.weights import read_state_dict
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_drop.", "last_linear.")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class BackboneEmbedding:
+    """A timm network's pooled features (classification head removed).
+
+    Weights come from a local file only; nothing is downloaded. A network with random weights gives
+    features that reflect its architecture, not learned content: allowed only when asked for
+    (``random_init=true``) and said in the log.
+
+    Args:
+        model: a timm architecture name (``resnet18``, ``mobilenetv2_100``, ``vit_small_patch16_224``, ...).
+        weights: a local ``.pth``/``.safetensors`` of that architecture (the head may be missing or any size).
+        random_init: allow random weights when ``weights`` is ``None``.
+        image_size: side the images are resized to before the network (``None``: the pool's own size).
+        batch_size: images per forward pass.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    """
+
+    name = "backbone"
+    cacheable = True
+
+    def __init__(
+        self,
+        model: str = "resnet18",
+        weights: str | None = None,
+        random_init: bool = False,
+        image_size: int | None = None,
+        batch_size: int = 256,
+        device: str = "auto",
+    ) -> None:
+        import timm
+
+        if not timm.is_model(model):
+            raise ValueError(f"embedding.model={model!r} is not a timm architecture (see timm.list_models())")
+        self.weights = Path(weights) if weights else None
+        if self.weights is None and not random_init:
+            raise ValueError(
+                f"embedding=backbone needs local weights: embedding.weights=/path/to/{model}.safetensors "
+                f"(nothing is downloaded at run time). To use an untrained network as a baseline, set "
+                f"embedding.random_init=true"
+            )
+        if self.weights is not None and not self.weights.is_file():
+            raise FileNotFoundError(f"embedding.weights={self.weights}: no such file")
+        self.model, self.random_init = model, random_init and self.weights is None
+        self.image_size, self.batch_size, self.device = image_size, batch_size, device
+        self.seeded = self.random_init
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "weights": str(self.weights) if self.weights else None,
+            "weights_sha256": _file_digest(self.weights) if self.weights else None,
+            "random_init": self.random_init,
+            "image_size": self.image_size,
+        }
+
+    def build(self) -> torch.nn.Module:
+        """The network without its head, weights loaded (or random, when allowed)."""
+        import timm
+
+        net = timm.create_model(self.model, pretrained=False, num_classes=0)
+        if self.weights is None:
+            log.warning(
+                "embedding: %s with RANDOM weights (embedding.random_init=true): a baseline only", self.model
+            )
+            return net
+        state = {k: v for k, v in read_state_dict(self.weights).items() if not k.startswith(HEAD_PREFIXES)}
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shapes that differ
+            raise ValueError(
+                f"{self.weights} does not fit {self.model}: {str(e).splitlines()[-1].strip()}"
+            ) from e
+        if missing or unexpected:
+            raise ValueError(
+                f"{self.weights} does not fit {self.model}: {len(missing)} weights missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        log.info("embedding: %s with weights from %s", self.model, self.weights)
+        return net
+
+    @torch.no_grad()
+    def compute(self, ctx: EmbedContext) -> EmbedOutput:
+        from rich.progress import track
+
+        torch.manual_seed(ctx.seed)
+        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if self.device == "auto" else self.device)  # fmt: skip
+        net = self.build().eval().to(device).to(memory_format=torch.channels_last)
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        images = ctx.pool.images
+        out = []
+        for i in track(range(0, len(images), self.batch_size), description=f"Embedding pool ({self.model})"):
+            x = images[i : i + self.batch_size].to(device).float().div_(255.0)
+            if self.image_size and x.shape[-1] != self.image_size:
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            out.append(net(x).float().cpu())
+        emb = torch.cat(out).numpy()
+        return EmbedOutput(
+            embeddings=emb, metrics={"dim": int(emb.shape[1]), "random_init": self.random_init}
+        )

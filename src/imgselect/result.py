@@ -1,0 +1,58 @@
+"""One job's result, built from what actually ran and written once as ``result.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgselect.artifacts import write_json_atomic
+
+
+@dataclass
+class RunResult:
+    """What one job did and measured (``result.json``; Table 1 and the benchmarks read it).
+
+    ``budget`` is the length of the selection, ``selector``/``pick`` are what the selector calls itself and
+    ``embedding`` the embedding it ran on (``None`` when it needed none): nothing is re-read from config.
+    """
+
+    selector: str
+    pick: str
+    embedding: str | None
+    budget: int
+    seed: int
+    image_size: int
+    pool_size: int
+    val_size: int
+    skipped_files: int
+    classes: list[str]
+    selected_class_histogram: dict[str, int] | None
+    folds: int | None
+    pseudo_size: int | None
+    metrics: dict[str, Any]
+    classifier: dict[str, Any]
+    selection_notes: list[str]
+    selection_stats: dict[str, Any]
+    embedding_info: dict[str, Any]
+    timings_s: dict[str, float]
+    versions: dict[str, str]
+    output_dir: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+    def write(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A ``result.json`` as a dictionary (older results lack ``embedding``: they ran on the autoencoder)."""
+    r: dict[str, Any] = json.loads(Path(path).read_text())
+    if "embedding" not in r:
+        r["embedding"] = None if r.get("selector") == "random" else "autoencoder"
+    return r

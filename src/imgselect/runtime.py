@@ -1,0 +1,167 @@
+"""What every stage shares at run time: which process writes, stage timers, versions, log set-up, DDP relaunch
+and the factory that builds Lightning Trainers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+import imgselect
+
+log = logging.getLogger(__name__)
+
+# What Lightning's DDP launcher writes into the launching process's environment. Set before this module was
+# imported, they came from outside (a child Lightning started, torchrun, SLURM) and are left alone.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_ENV_AT_START = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes files (rank 0, or the only process)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+class StageTimer:
+    """Wall time of named stages: ``with timer("data"): ...``; ``timer.seconds`` maps names to seconds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 3)
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a result."""
+    import faiss
+    import hydra
+    import lightning
+
+    return {
+        "imgselect": imgselect.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "hydra": hydra.__version__,
+        "faiss": getattr(faiss, "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class TrainerFactory:
+    """Builds one Lightning Trainer per stage with the job's hardware settings and logger.
+
+    Attributes:
+        trainer: a partial of ``lightning.pytorch.Trainer`` (hardware only: the ``trainer`` config group).
+        logger: a partial of a Lightning logger taking ``name=`` (``None``: no logger).
+        out_dir: the job folder; each stage logs under ``out_dir / stage``.
+        precision: the trainer's precision (part of cache keys: it changes trained weights).
+        strategy: the trainer's strategy (``ddp`` relaunches the script; see :func:`prepare_ddp_relaunch`).
+    """
+
+    trainer: Callable[..., pl.Trainer]
+    logger: Callable[..., Any] | None
+    out_dir: Path
+    precision: str | None = None
+    strategy: str | None = None
+
+    def __call__(
+        self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
+    ) -> pl.Trainer:
+        logger: Any = self.logger(name=stage) if self.logger is not None else False
+        return self.trainer(
+            max_epochs=max_epochs,
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(self.out_dir / stage),
+            **kwargs,
+        )
+
+
+def prepare_ddp_relaunch(strategy: str | None, out_dir: Path) -> None:
+    """Make Lightning's DDP relaunch of this script re-run this one job, not the whole sweep.
+
+    Lightning relaunches ``sys.argv`` with ``hydra.run.dir`` set to the job's run dir; in a multirun that
+    would start the sweep again in every child process and write to a stray folder. Here the relaunch
+    gets this job's own overrides and output folder.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    if strategy in (None, "auto") or not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if str(hc.mode) != "RunMode.MULTIRUN" or os.environ.get("LOCAL_RANK"):
+        return
+    sys.argv = [sys.argv[0], *hc.overrides.task]
+    run_node: Any = HydraConfig.instance().cfg.hydra.run  # type: ignore[union-attr]
+    with read_write(run_node), open_dict(run_node):
+        run_node.dir = str(out_dir)
+
+
+def reset_distributed() -> None:
+    """Forget the previous job's DDP processes: a multirun runs many jobs in one process.
+
+    Lightning's launcher starts the other ranks for one job, and those exit with it; but the launching
+    process keeps the dead process group and the ``LOCAL_RANK``/``MASTER_PORT``... it set, so the next job
+    would wait on ranks that are gone (or broadcast to them). Called at the start of every job: it destroys
+    a process group left from an earlier job and restores the launcher's variables as they were when the
+    process started, so the next Trainer launches its own ranks.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        log.debug("destroying the process group left by the previous job")
+        dist.destroy_process_group()
+    for key, value in _ENV_AT_START.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+class _DropTips(logging.Filter):
+    """Lightning advertises cloud services on every Trainer; a run log is no place for that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """One line per message: Lightning's own console handlers duplicate Hydra's, so defer to Hydra's."""
+    root_has_handlers = bool(logging.getLogger().handlers)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if root_has_handlers:
+            logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)]
+            logger.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")

@@ -1,0 +1,210 @@
+"""The classifier stage: labels for the chosen images -> k-fold classifiers ("before") -> pseudo-labels from
+the rest of the pool -> a final classifier ("after") -> metrics on the validation set."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from imgselect.artifacts import save_confusion_matrices
+from imgselect.callbacks import embed_images
+from imgselect.labels import Labeler
+from imgselect.pool import PoolSource
+from imgselect.runtime import StageTimer, TrainerFactory, is_rank_zero
+from imgselect.selection.selectors import Selection
+from imgselect.semisupervised import (
+    choose_pseudo_labels,
+    classification_metrics,
+    epochs_for,
+    stratified_folds,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierModel(Protocol):
+    """A LightningModule classifier (``ClassifierModule``)."""
+
+    device: torch.device
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor: ...
+    def eval(self) -> Any: ...
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ClassifierPlan:
+    """How the classifier stage trains.
+
+    Attributes:
+        build: ``num_classes -> model``, a fresh classifier.
+        batch_size: training batch.
+        epochs: epochs per fold model.
+        min_steps: at least this many optimizer steps per model (more epochs for small labeled sets).
+        folds: k of k-fold learning (1: one model on every label).
+        seed: seeds each model and the folds.
+        pseudo_size: pseudo-labels added from the rest of the pool (0: none).
+        pseudo_epochs: epochs of the final model on labeled + pseudo-labeled images.
+        positive_class: the class whose F1 a 2-class task reports.
+        labeler: where the chosen images' labels come from.
+    """
+
+    build: Callable[[int], Any]
+    batch_size: int
+    epochs: int
+    min_steps: int
+    folds: int
+    seed: int
+    pseudo_size: int
+    pseudo_epochs: int
+    positive_class: int
+    labeler: Labeler
+
+
+def make_loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
+    """Training loaders (``shuffle``) drop a last batch of one image: BatchNorm cannot train on it."""
+    ds = TensorDataset(images, torch.as_tensor(labels, dtype=torch.long))
+    drop_last = shuffle and len(ds) > 1 and len(ds) % batch_size == 1
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, drop_last=drop_last)
+
+
+def _predict(model: ClassifierModel, images: torch.Tensor, description: str) -> np.ndarray:
+    model.eval()
+    probs = embed_images(model.predict_proba, images, 512, model.device, is_rank_zero(), description)
+    return probs.numpy()
+
+
+def train_classifier(
+    plan: ClassifierPlan,
+    trainers: TrainerFactory,
+    stage: str,
+    n_classes: int,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    epochs: int,
+    held_out: tuple[torch.Tensor, np.ndarray] | None = None,
+) -> Any:
+    """Train one classifier; with ``held_out``, keep the weights of its epoch of lowest held-out loss."""
+    model = plan.build(n_classes)
+    bs = plan.batch_size
+    ckpt = None
+    callbacks: list[pl.Callback] = []
+    if held_out is not None:
+        ckpt = ModelCheckpoint(
+            dirpath=str(trainers.out_dir / "classifier"),
+            filename=stage,
+            monitor="val/loss",
+            mode="min",
+            save_weights_only=True,
+        )
+        callbacks.append(ckpt)
+    train_loader = make_loader(images, labels, bs, shuffle=True)
+    run_epochs = epochs_for(len(train_loader), epochs, plan.min_steps)
+    if run_epochs != epochs:
+        log.info(
+            "%s: %d images at batch %d -> %d epochs instead of %d (classifier.min_steps=%d)",
+            stage, len(labels), bs, run_epochs, epochs, plan.min_steps,
+        )  # fmt: skip
+    trainer = trainers(stage, run_epochs, callbacks, enable_checkpointing=ckpt is not None)
+    val_loader = make_loader(*held_out, bs, shuffle=False) if held_out is not None else None
+    trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if ckpt is not None and ckpt.best_model_path:
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    return model
+
+
+def classifier_stage(
+    plan: ClassifierPlan, trainers: TrainerFactory, dm: PoolSource, selection: Selection, timer: StageTimer
+) -> dict[str, Any]:
+    """Labels -> k-fold classifiers (before) -> pseudo-labels -> final classifier (after); returns result fields."""
+    pool, val = dm.pool, dm.val
+    out_dir = trainers.out_dir
+    n_classes = len(dm.class_names)
+    chosen = np.asarray(selection.indices)
+    y = plan.labeler.labels_for([pool.ids[i] for i in chosen], chosen, pool.labels, dm.class_names)
+    out: dict[str, Any] = {"labels": plan.labeler.name, "folds": plan.folds, "pseudo_size": plan.pseudo_size}
+    counts = np.bincount(y, minlength=n_classes)
+    lacking = [dm.class_names[c] for c in range(n_classes) if counts[c] == 0]
+    if lacking:
+        log.warning(
+            "the chosen set has no image of %s: the classifier learns those classes from no label, "
+            "so expect their F1 to be 0. Raise budget or check the labels.",
+            lacking,
+        )
+        out["classes_missing_from_labels"] = lacking
+    if len(val) == 0 or val.labels is None:
+        raise ValueError(f"the validation set {val.source} has no readable labeled image; metrics need one")
+    val_labels = val.labels
+
+    k = plan.folds
+    folds = stratified_folds(y, k, seed=plan.seed)
+    images = pool.images[torch.as_tensor(chosen)]
+    rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    predict_rest = plan.pseudo_size > 0 and len(rest) > 0
+    rest_images = pool.images[torch.as_tensor(rest)] if predict_rest else None  # gathered once, not per fold
+    val_probs, rest_probs = [], []
+    with timer("classifier_folds"):
+        for i in range(k):
+            pl.seed_everything(plan.seed + i, workers=True, verbose=False)
+            train_mask = folds != i if k > 1 else np.ones(len(y), dtype=bool)
+            held = (images[~train_mask], y[~train_mask]) if k > 1 else None
+            model = train_classifier(
+                plan, trainers, f"classifier_fold{i}", n_classes,
+                images[train_mask], y[train_mask], plan.epochs, held,
+            )  # fmt: skip
+            val_probs.append(_predict(model, val.images, f"Fold {i}: validation"))
+            if rest_images is not None:
+                rest_probs.append(_predict(model, rest_images, f"Fold {i}: unlabeled pool"))
+    before = np.mean(val_probs, axis=0)
+    out["before"] = classification_metrics(before, val_labels, plan.positive_class)
+    log.info(
+        "before pseudo-labeling: %s",
+        {name: v for name, v in out["before"].items() if name != "confusion_matrix"},
+    )
+    matrices = {"before pseudo-labeling": out["before"]["confusion_matrix"]}
+
+    out["after"] = None
+    if predict_rest:
+        with timer("pseudo_labeling"):
+            pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), plan.pseudo_size)
+            for note in pseudo.notes:
+                log.warning("pseudo-labels: %s", note)
+            picked = rest[pseudo.indices]
+        out["pseudo"] = {
+            "count": len(picked),
+            "class_histogram": np.bincount(pseudo.labels, minlength=n_classes).tolist(),
+            "mean_confidence": float(pseudo.confidence.mean()) if len(picked) else None,
+            "accuracy": float((pool.labels[picked] == pseudo.labels).mean())
+            if pool.labels is not None and len(picked)
+            else None,
+            "notes": pseudo.notes,
+        }
+        with timer("classifier_final"):
+            pl.seed_everything(plan.seed + k, workers=True, verbose=False)
+            x_all = torch.cat([images, pool.images[torch.as_tensor(picked)]])
+            y_all = np.concatenate([y, pseudo.labels])
+            final = train_classifier(
+                plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
+            )
+            after = _predict(final, val.images, "Final: validation")
+        out["after"] = classification_metrics(after, val_labels, plan.positive_class)
+        matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
+        log.info(
+            "after pseudo-labeling: %s",
+            {name: v for name, v in out["after"].items() if name != "confusion_matrix"},
+        )
+        if is_rank_zero():
+            torch.save(final.state_dict(), out_dir / "classifier_final.pt")
+    if is_rank_zero():
+        save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
+    return out
