@@ -126,14 +126,45 @@ def write_table1(
                     sd = statistics.stdev(v) if len(v) > 1 else 0.0
                     rows.append([s, phase, b, metric, f"{statistics.fmean(v):.6f}", f"{sd:.6f}", len(v)])
     lines += ["", "Cells: mean ± sample standard deviation over seeds (n = number of seeds)."]
+    if not cells:
+        # a selection-only sweep (~classifier): no F1 to tabulate, so say what each job chose
+        lines = [
+            "# Selections of the sweep",
+            *lines[1:4],
+            "No classifier ran in these jobs (`~classifier`): the selections they made.",
+            "",
+        ]
+        lines += selection_summary(results)
     paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "png": out_dir / "table1.png"}
     paths["md"].write_text("\n".join(lines) + "\n")
     with paths["csv"].open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["selector", "phase", "budget", "metric", "mean", "std", "n"])
         w.writerows(rows)
-    _plot(paths["png"], cells, selectors, budgets, metric)
+    if cells:
+        _plot(paths["png"], cells, selectors, budgets, metric)
+    else:
+        paths.pop("png")
     return paths
+
+
+def selection_summary(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows, one per job: selector, embedding, budget, seed and, with pool labels, how the chosen
+    images spread over the classes (classes covered, the largest class's count)."""
+    lines = [
+        "| Selector | Embedding | Budget | Seed | Classes covered | Largest class |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (selector_label(r), r["budget"], r["seed"])):
+        hist = r.get("selected_class_histogram") or {}
+        covered = f"{sum(v > 0 for v in hist.values())} of {len(hist)}" if hist else "no pool labels"
+        largest = max(hist.items(), key=lambda kv: kv[1]) if hist else None
+        lines.append(
+            f"| {selector_label(r)} | {r.get('embedding') or '-'} | {r['budget']} | {r['seed']} | {covered} | "
+            + (f"{largest[0]} ({largest[1]})" if largest else "")
+            + " |"
+        )
+    return lines
 
 
 def _plot(

@@ -89,3 +89,28 @@ def test_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _job(tmp_path, "0", "ae", 125, 0, 0.8, 0.9)
     assert report_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "table1.md").exists()
+
+
+def test_selection_only_sweep_lists_what_each_job_chose(tmp_path: Path) -> None:
+    """After `~classifier` there is no F1: the report says so and tabulates the selections instead."""
+    for name, selector, hist in (
+        ("0", "random", {"customer": 3, "staff": 0}),
+        ("1", "typiclust", {"customer": 1, "staff": 2}),
+    ):
+        (tmp_path / name).mkdir()
+        result = {
+            "selector": selector,
+            "pick": "uniform" if selector == "random" else "typical",
+            "embedding": None if selector == "random" else "pixels",
+            "budget": 3,
+            "seed": 0,
+            "metrics": {"before": None, "after": None},
+            "selected_class_histogram": hist,
+        }
+        (tmp_path / name / "result.json").write_text(json.dumps(result))
+    paths = write_table1(tmp_path)
+    md = paths["md"].read_text()
+    assert md.startswith("# Selections of the sweep") and "No classifier ran" in md
+    assert "| Random selection | - | 3 | 0 | 1 of 2 | customer (3) |" in md
+    assert "| TypiClust (pixels) | pixels | 3 | 0 | 2 of 2 | staff (2) |" in md
+    assert "png" not in paths and not (tmp_path / "table1.png").exists()  # no empty figure
