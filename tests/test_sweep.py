@@ -14,7 +14,9 @@ from imgselect.artifacts import read_selection_csv
 from tests.conftest import ROOT
 
 
-def multirun(tmp_path: Path, fmnist_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> None:
+def multirun(
+    tmp_path: Path, fmnist_dir: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python train.py -m <overrides>` on a tiny pool with every path under ``tmp_path``; the sweep goes to
     ``tmp_path/sweep``."""
     cmd = [
@@ -35,6 +37,7 @@ def multirun(tmp_path: Path, fmnist_dir: Path, *overrides: str, env: dict[str, s
         cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})}
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
 
 
 @pytest.mark.slow
@@ -83,24 +86,30 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
 @pytest.mark.slow
 def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir: Path) -> None:
     """Lightning's DDP relaunch of a multirun job must rerun that job in its own folder, not the sweep; and
-    every job of the sweep must start its own ranks (the first job's are gone when the second starts)."""
-    multirun(
+    every job of the sweep starts its own ranks (the first job's are gone when the second starts), on every
+    path: the random selector (only the classifier trains) and the autoencoder's."""
+    proc = multirun(
         tmp_path,
         fmnist_dir,
         "trainer=ddp",
-        "budget=5,8",
-        "cache=false",  # the autoencoder trains, under DDP, in both jobs
-        "~classifier",
+        "selector=random,ae",
+        "budget=8",
+        "folds=2",
+        "pseudo.size=0",
+        "classifier.epochs=1",
+        "classifier.min_steps=0",
         env={"OMP_NUM_THREADS": "1"},
     )
+    out = proc.stdout + proc.stderr
+    assert out.count("Launching 2 jobs locally") == 1  # a child that reran the sweep would launch it again
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0_ae_autoencoder_budget5_seed0", "1_ae_autoencoder_budget8_seed0"]  # no stray folders
-    for job, budget in zip(jobs, (5, 8), strict=True):
-        assert (
-            tmp_path / "sweep" / job / "train_ddp_process_1.log"
-        ).exists()  # rank 1 ran in the job's folder
-        rows = read_selection_csv(tmp_path / "sweep" / job / "selection.csv")
-        assert len({r["pool_index"] for r in rows}) == budget
-        result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
-        assert result["embedding_info"]["cache_hit"] is False
+    assert jobs == ["0_random_autoencoder_budget8_seed0", "1_ae_autoencoder_budget8_seed0"]  # no stray folders
+    for job in jobs:
+        folder = tmp_path / "sweep" / job
+        # rank 1 ran in the job's folder, and both ranks joined one process group
+        assert "Initializing distributed: GLOBAL_RANK: 1" in (folder / "train_ddp_process_1.log").read_text()
+        assert "Initializing distributed: GLOBAL_RANK: 0" in (folder / "train.log").read_text()
+        result = json.loads((folder / "result.json").read_text())
+        assert len({r["pool_index"] for r in read_selection_csv(folder / "selection.csv")}) == 8
+        assert 0.0 <= result["metrics"]["before"]["f1"] <= 1.0  # the classifier trained and was scored
     assert not (tmp_path / "logs").exists()

@@ -91,6 +91,9 @@ class TrainerFactory:
     def __call__(
         self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
     ) -> pl.Trainer:
+        # every Trainer may be the first to launch the other DDP ranks in this job (a cache hit skips the
+        # autoencoder; the random selector has none), so each one prepares the relaunch
+        prepare_ddp_relaunch(self.strategy, self.out_dir)
         logger: Any = self.logger(name=stage) if self.logger is not None else False
         return self.trainer(
             max_epochs=max_epochs,

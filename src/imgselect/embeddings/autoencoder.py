@@ -13,7 +13,6 @@ import torch
 
 from imgselect.callbacks import EmbeddingCallback
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.runtime import prepare_ddp_relaunch
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ class AutoencoderEmbedding:
         model: Any = self.model
         model.recon_dir = str(ctx.out_dir)
         callback = EmbeddingCallback(self.embed_batch_size)
-        prepare_ddp_relaunch(ctx.trainers.strategy, ctx.out_dir)
         trainer: pl.Trainer = ctx.trainers("autoencoder", self.epochs, [callback])
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=ctx.datamodule)
