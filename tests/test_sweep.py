@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,10 @@ def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir:
     out = proc.stdout + proc.stderr
     assert out.count("Launching 2 jobs locally") == 1  # a child that reran the sweep would launch it again
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0_random_autoencoder_budget8_seed0", "1_ae_autoencoder_budget8_seed0"]  # no stray folders
+    assert jobs == [
+        "0_random_autoencoder_budget8_seed0",
+        "1_ae_autoencoder_budget8_seed0",
+    ]  # no stray folders
     for job in jobs:
         folder = tmp_path / "sweep" / job
         # rank 1 ran in the job's folder, and both ranks joined one process group
@@ -113,3 +117,74 @@ def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir:
         assert len({r["pool_index"] for r in read_selection_csv(folder / "selection.csv")}) == 8
         assert 0.0 <= result["metrics"]["before"]["f1"] <= 1.0  # the classifier trained and was scored
     assert not (tmp_path / "logs").exists()
+
+
+def _sweep_cmd(tmp_path: Path, fmnist_dir: Path, *overrides: str) -> list[str]:
+    """A fast sweep (random selector, selection only) writing every path under ``tmp_path``."""
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "selector=random",
+        "~classifier",
+        *overrides,
+        "data.pool_limit=200",
+        "data.val_limit=40",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={fmnist_dir.parent}",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    ]
+
+
+def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, fmnist_dir: Path) -> None:
+    proc = subprocess.run(
+        _sweep_cmd(tmp_path, fmnist_dir, "budget=100000,5"), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep says a job failed ...
+    assert "1 job(s) failed" in proc.stderr
+    sweep = tmp_path / "sweep"
+    failed, done = (
+        sweep / "0_random_autoencoder_budget100000_seed0",
+        sweep / "1_random_autoencoder_budget5_seed0",
+    )
+    error = json.loads((failed / "error.json").read_text())
+    assert error["type"] == "ValueError" and "budget=100000 exceeds the pool" in error["message"]
+    assert "Traceback" in (failed / "error.txt").read_text()
+    assert (done / "result.json").exists()  # ... after running the job after it
+    md = (sweep / "table1.md").read_text()  # and Table 1 is written anyway, naming the failure
+    assert (
+        "1 finished jobs, 1 not finished: 0_random_autoencoder_budget100000_seed0 (failed: ValueError" in md
+    )
+
+
+def test_rerun_skips_finished_jobs_and_replaces_stale_results(tmp_path: Path, fmnist_dir: Path) -> None:
+    """Kill a sweep after its first job, run it again: the finished job is kept, the rest run."""
+    cmd = _sweep_cmd(tmp_path, fmnist_dir, "budget=5,6,7")
+    first = tmp_path / "sweep" / "0_random_autoencoder_budget5_seed0" / "result.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.exists()
+    kept = first.read_bytes()
+    mtime = first.stat().st_mtime_ns
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "already finished with this config" in rerun.stdout + rerun.stderr
+    assert first.read_bytes() == kept and first.stat().st_mtime_ns == mtime  # not redone
+    for budget in (5, 6, 7):
+        job = tmp_path / "sweep" / f"{budget - 5}_random_autoencoder_budget{budget}_seed0"
+        assert json.loads((job / "result.json").read_text())["budget"] == budget
+
+    # the same folders with another config: the old results are set aside, never counted
+    changed = subprocess.run([*cmd, "data.val_limit=30"], capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert first.read_bytes() != kept
+    assert len(list(first.parent.glob("result.stale-*.json"))) == 1
+    assert json.loads(first.read_text())["val_size"] == 30

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from imgselect.embeddings.base import EmbedContext, Embedding
+from imgselect.jobs import config_hash
 from imgselect.result import RunResult
 from imgselect.runtime import (
     StageTimer,
@@ -134,6 +135,7 @@ def run(cfg: DictConfig) -> float | None:
         timings_s=timer.seconds,
         versions=versions(),
         output_dir=str(out_dir),
+        config_hash=config_hash(cfg),
     )
     result.write(out_dir / "result.json")
     log.info("job done in %.1fs: %s", timer.seconds["total"], out_dir)

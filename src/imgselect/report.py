@@ -19,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from imgselect.jobs import read_error
+
 log = logging.getLogger(__name__)
 
 PHASES = (("before", "Before pseudo-labeling"), ("after", "After pseudo-labeling"))
@@ -48,7 +50,8 @@ def selector_label(result: dict[str, Any]) -> str:
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every job's result.json under ``sweep_dir`` (one level down), and the job folders without one."""
+    """Every job's result.json under ``sweep_dir`` (one level down), and the job folders without one (a failed
+    job's entry names its error)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
@@ -56,7 +59,10 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         path = job / "result.json"
         if not path.exists():
-            if (job / ".hydra").exists() or (job / "train.log").exists():
+            error = read_error(job)
+            if error is not None:
+                missing.append(f"{job.name} (failed: {error.get('type')}: {str(error.get('message'))[:120]})")
+            elif (job / ".hydra").exists() or (job / "train.log").exists():
                 missing.append(job.name)
             continue
         try:
@@ -109,7 +115,7 @@ def write_table1(
         f"# Table 1: {metric.upper()} on the validation set",
         "",
         f"Sweep: `{sweep_dir}` — {len(results)} finished jobs"
-        + (f", {len(missing)} unfinished: {', '.join(missing)}" if missing else ""),
+        + (f", {len(missing)} not finished: {'; '.join(missing)}" if missing else ""),
         "",
         "| Selector | Training | " + " | ".join(f"{b} images" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),

@@ -39,6 +39,7 @@ class RunResult:
     timings_s: dict[str, float]
     versions: dict[str, str]
     output_dir: str
+    config_hash: str = ""  # imgselect.jobs.config_hash: a re-run with the same config skips this job
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def test_table1_on_hand_made_sweep(tmp_path: Path) -> None:
     (tmp_path / "4" / "train.log").write_text("still running")
     paths = write_table1(tmp_path)
     md = paths["md"].read_text()
-    assert "4 finished jobs, 1 unfinished: 4" in md
+    assert "4 finished jobs, 1 not finished: 4" in md
     assert "| Autoencoder | After pseudo-labeling | 0.880 ± 0.028 (n=2) | – |" in md
     assert "| Random selection | Before pseudo-labeling | 0.700 (n=1) | 0.720 (n=1) |" in md
     assert md.index("Random selection") < md.index("| Autoencoder |")  # the paper's row order

@@ -1,0 +1,122 @@
+"""One job as a sweep runs it: skipped when it already finished with the same config, and a failure recorded in
+its folder without stopping the sweep.
+
+* **Resume** (``resume: true``, the default): a job whose folder holds a ``result.json`` with the same
+  :func:`config_hash` is not run again; its result stands. Re-running a killed sweep into the same
+  ``hydra.sweep.dir`` therefore redoes only what did not finish.
+* **Stale results**: a ``result.json`` of another config (or any, with ``resume=false``) is renamed
+  ``result.stale-<time>.json`` before the job runs, so Table 1 never counts it.
+* **Failures**: in a multirun, an exception in a job is written to ``error.json`` (type, message, config hash)
+  and ``error.txt`` (the traceback) in its folder, logged, and the sweep goes on; Table 1 names the failed
+  jobs and ``train.py`` exits with status 1 at the end. A single run (no ``-m``) raises as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from imgselect.artifacts import write_json_atomic
+from imgselect.cache import cache_key
+from imgselect.runtime import is_rank_zero
+
+log = logging.getLogger(__name__)
+
+# Config keys that do not change what a job computes: where it writes, and whether it may resume.
+NOT_HASHED = ("paths", "resume")
+ERROR_FILE = "error.json"
+TRACEBACK_FILE = "error.txt"
+
+# Output folders of the jobs that failed in this process (train.py exits 1 when a multirun leaves any).
+FAILED: list[str] = []
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the job's resolved config without :data:`NOT_HASHED` keys: the same job, the same hash,
+    wherever its folder is."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return cache_key(**{str(k): v for k, v in container.items() if k not in NOT_HASHED})
+
+
+def metric_of(result: dict[str, Any]) -> float | None:
+    """What a hyper-parameter sweeper optimises: F1 after pseudo-labeling, else before, else ``None``."""
+    metrics = result.get("metrics") or {}
+    for stage in ("after", "before"):
+        if metrics.get(stage):
+            return float(metrics[stage]["f1"])
+    return None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+
+
+def run_job(cfg: DictConfig, run: Callable[[DictConfig], float | None]) -> float | None:
+    """``run(cfg)`` unless the job already finished with this config; see the module's docstring."""
+    out = Path(cfg.paths.output_dir)
+    key = config_hash(cfg)
+    result_path = out / "result.json"
+    if result_path.exists():
+        try:
+            previous = json.loads(result_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        if cfg.get("resume", True) and previous.get("config_hash") == key:
+            log.info("resume: %s already finished with this config (result.json); not running it again", out)
+            return metric_of(previous)
+        if is_rank_zero():
+            stale = result_path.with_name(f"result.stale-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            result_path.rename(stale)
+            why = "resume=false" if previous.get("config_hash") == key else "it came from another config"
+            log.warning("%s moved to %s (%s): this run replaces it", result_path, stale.name, why)
+    if is_rank_zero():
+        for name in (ERROR_FILE, TRACEBACK_FILE):
+            (out / name).unlink(missing_ok=True)
+    try:
+        return run(cfg)
+    except Exception as err:
+        if is_rank_zero():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / TRACEBACK_FILE).write_text(traceback.format_exc())
+            write_json_atomic(
+                out / ERROR_FILE,
+                {
+                    "type": type(err).__name__,
+                    "message": str(err),
+                    "traceback": TRACEBACK_FILE,
+                    "config_hash": key,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                },
+            )
+        if not _in_multirun():
+            raise
+        FAILED.append(str(out))
+        log.error(
+            "job failed (%s: %s); the sweep goes on. Traceback: %s",
+            type(err).__name__,
+            err,
+            out / TRACEBACK_FILE,
+        )
+        return None
+
+
+def read_error(job_dir: str | Path) -> dict[str, Any] | None:
+    """A failed job's ``error.json``, or ``None``."""
+    path = Path(job_dir) / ERROR_FILE
+    if not path.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        data = {"type": "unknown", "message": f"unreadable {path}"}
+    return data
