@@ -607,6 +607,21 @@ class TestProbCoverSelector:
             ProbCoverSelector(budget=2, delta=3.0, max_edges=399, gpu=False).select(20, x)
         assert not isinstance(err.value, TooManyNeighbors)
 
+    def test_far_too_large_graph_is_refused_from_an_estimate(self) -> None:
+        """A concentrated embedding (every vector nearly the same direction) would make a near-complete graph."""
+        rng = np.random.default_rng(16)
+        x = (np.ones((3000, 8)) + 0.01 * rng.normal(size=(3000, 8))).astype(np.float32)
+        with pytest.raises(ValueError, match=r"would hold about .* pairs \(estimated from 1,000 balls\)"):
+            ProbCoverSelector(budget=2, delta=0.5, max_edges=100_000, gpu=False).select(3000, x)
+
+
+def test_estimate_pairs_is_exact_on_small_sets_and_close_on_samples() -> None:
+    x = np.random.default_rng(17).normal(size=(1500, 3)).astype(np.float32)
+    true = int((pairwise_sq(x, x) < 0.8**2).sum())
+    assert neighbors_module.estimate_pairs(x, 0.8, sample=1500) == true
+    estimate = neighbors_module.estimate_pairs(x, 0.8, sample=500, seed=3)
+    assert abs(estimate - true) < 0.1 * true
+
 
 # --------------------------------------------------------------------------------------------------------
 # k-center

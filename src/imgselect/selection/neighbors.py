@@ -134,6 +134,24 @@ def range_search(
     return out_lims, np.concatenate(idx_parts), np.concatenate(sq_parts)
 
 
+def estimate_pairs(x: np.ndarray, radius: float, *, sample: int = 1000, seed: int = 0) -> float:
+    """Estimated number of ordered pairs of ``x`` within ``radius`` (self-pairs included), from the range
+    search of ``sample`` random points against all of ``x``: exact when ``sample >= n``.
+
+    Lets a caller refuse a graph far too large for memory in a second instead of after most of a full range
+    search.
+    """
+    x = as_float32_2d(x)
+    n = len(x)
+    if sample >= n:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+    index = flat_index(x, gpu=False)
+    lims, _, _ = index.range_search(np.ascontiguousarray(x[rows]), float(radius) ** 2)
+    return float(lims[-1]) * n / len(rows)
+
+
 def sq_distances_to(x: np.ndarray, queries: np.ndarray, *, gpu: bool | str = "auto") -> np.ndarray:
     """Squared Euclidean distances of every point of ``x`` to each of a few ``queries``.
 

@@ -8,7 +8,12 @@ import numpy as np
 
 from imgselect.selection.kcenter import farthest_first
 from imgselect.selection.kmeans import KMeansInit, kmeans
-from imgselect.selection.neighbors import TooManyNeighbors, nearest_other_label, range_search
+from imgselect.selection.neighbors import (
+    TooManyNeighbors,
+    estimate_pairs,
+    nearest_other_label,
+    range_search,
+)
 from imgselect.selection.selectors import Selection, check_budget, check_embeddings
 
 log = logging.getLogger(__name__)
@@ -201,6 +206,14 @@ class ProbCoverSelector:
             delta, cluster, sizes = self._purity_delta(x, n_classes, source)
             stats.update(delta_rule=f"purity {self.purity}", purity_clusters=len(sizes))
 
+        estimate = estimate_pairs(x, delta, seed=self.seed)
+        if estimate > 1.5 * self.max_edges:  # clearly too large: say so now, not after most of the search
+            raise ValueError(
+                f"ProbCover's δ-ball graph at delta={delta:.4g} would hold about {estimate:,.0f} pairs "
+                f"(estimated from 1,000 balls), more than max_edges={self.max_edges:,}: the embeddings are "
+                f"too concentrated for this δ; set a smaller delta or a lower purity (now {self.purity}), "
+                f"raise max_edges, or use another embedding"
+            )
         try:
             lims, indices, _ = range_search(x, delta, max_pairs=self.max_edges)
         except TooManyNeighbors as err:
