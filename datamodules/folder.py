@@ -3,7 +3,6 @@ folder or a CSV as validation."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections import Counter
@@ -13,6 +12,7 @@ import numpy as np
 
 from datamodules.images import list_images, load_image_files
 from datamodules.pool import PoolDataModule
+from imgselect.csvfiles import one_value_per_key, read_csv_rows
 from imgselect.pool import ImageSet
 
 log = logging.getLogger(__name__)
@@ -20,21 +20,27 @@ log = logging.getLogger(__name__)
 
 def read_labeled_csv(path: Path) -> tuple[list[Path], list[str]]:
     """Read ``path,label`` rows (a header row ``path,label`` is allowed); relative paths are taken
-    relative to the CSV's folder."""
-    paths: list[Path] = []
-    labels: list[str] = []
-    with path.open(newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or row[0].startswith("#"):
-                continue
-            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-                continue
-            if len(row) < 2 or not row[1].strip():
-                raise ValueError(f"{path}:{lineno}: expected 'path,label', got {row!r}")
-            p = Path(row[0].strip())
-            paths.append(p if p.is_absolute() else path.parent / p)
-            labels.append(row[1].strip())
-    return paths, labels
+    relative to the CSV's folder.
+
+    The file is read as UTF-8 (a spreadsheet's "CSV UTF-8" included). A file listed twice (the same path
+    once normalised) with the same label is kept once; with two labels it is an error naming both lines.
+    """
+    entries: list[tuple[int, str, str]] = []
+    files: dict[str, Path] = {}
+    for i, (lineno, row) in enumerate(read_csv_rows(path)):
+        if not row or row[0].startswith("#"):
+            continue
+        if i == 0 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            continue
+        if len(row) < 2 or not row[1].strip():
+            raise ValueError(f"{path}:{lineno}: expected 'path,label', got {row!r}")
+        p = Path(row[0].strip())
+        p = p if p.is_absolute() else path.parent / p
+        key = os.path.normpath(p)
+        files.setdefault(key, p)
+        entries.append((lineno, key, row[1].strip()))
+    table = one_value_per_key(entries, path, key_name="file")
+    return [files[k] for k in table], [label for _, label in table.values()]
 
 
 def _class_subfolders(root: Path, what: str) -> tuple[list[Path], list[str]]:
@@ -133,9 +139,6 @@ class FolderDataModule(PoolDataModule):
                 f"{len(outside)} files listed in {csv_path} lie outside pool_dir={self.pool_dir} "
                 f"(e.g. {outside[0]}): set data.pool_dir to the folder that holds the pool"
             )
-        twice = [p for p, n in Counter(map(str, paths)).items() if n > 1]
-        if twice:
-            raise ValueError(f"{csv_path} lists {len(twice)} files more than once (e.g. {twice[0]})")
         return paths, names
 
     def _val_listing(self) -> tuple[list[Path], list[str]]:

@@ -36,15 +36,44 @@ def resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Te
     return out
 
 
+def to_8bit(im: Image.Image) -> Image.Image:
+    """A high-bit-depth or float greyscale image scaled to 8-bit ``L``; other modes are returned unchanged.
+
+    PIL's ``convert`` clips these modes to 0..255 instead of scaling them (a 0..65535 ramp would come out
+    nearly all white). Each mode is scaled by the range of its format, not stretched to the image's own
+    minimum and maximum, so a dark 16-bit image stays dark:
+
+    - ``I;16``, ``I;16B``, ... (16-bit PNG and TIFF): ``value / 257`` (65535 -> 255).
+    - ``I`` (32-bit integer: 16-bit PNGs in older Pillow versions, PGM, TIFF): read as 16-bit, negative
+      values clipped to 0; an image with values above 65535 holds more than 16 bits and is scaled by its
+      own maximum instead.
+    - ``F`` (32-bit float, TIFF): ``[0, 1]`` data when every value lies in it (``value × 255``), else already
+      on the 0..255 scale (clipped to it); NaN counts as 0.
+    """
+    if not (im.mode.startswith("I;16") or im.mode in ("I", "F")):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+        scaled = a * 255.0 if a.size and a.min() >= 0.0 and a.max() <= 1.0 else a
+    else:
+        a = np.clip(a, 0, None)
+        top = float(a.max(initial=0.0))
+        scaled = a * (255.0 / (top if top > 65535 else 65535))
+    return Image.fromarray(np.rint(np.clip(scaled, 0, 255)).astype(np.uint8))
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """Read any image file as RGB, resized to ``size``×``size``: a ``(3, size, size)`` uint8 array.
+
+    16-bit, 32-bit integer and float images are scaled to 8 bits first (see :func:`to_8bit`).
 
     Raises:
         OSError, ValueError, UnidentifiedImageError: the file is unreadable or not an image.
     """
     with Image.open(path) as f:
         f.load()
-        im: Image.Image = f
+        im: Image.Image = to_8bit(f)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im.convert("RGBA"))

@@ -1,4 +1,4 @@
-"""Files a run leaves for a person: selection.csv, pictures, JSON written atomically."""
+"""Files a run leaves for a person: selection.csv, pictures, JSON; each written atomically (:func:`atomic_path`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import csv
 import json
 import math
 import os
-import tempfile
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +16,49 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
+from imgselect.csvfiles import formula_safe, read_csv_rows
 from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
 SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule"]
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON so that readers never see a half-written file."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` for a writer to create; it replaces ``path`` in one rename
+    when the block ends without error, and is removed when it fails, leaving ``path`` as it was.
+
+    The temporary name keeps ``path``'s suffix (writers such as ``save_image`` and ``savefig`` choose the
+    format by it) and starts with a dot. The file is created by the writer, so it gets the usual permissions.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as JSON so that readers never see a half-written file."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+
+
+def write_csv_atomic(path: str | Path, rows: Iterable[Sequence[object]]) -> None:
+    """Write ``rows`` (a header row first, if any) as a UTF-8 CSV, atomically (see :func:`atomic_path`).
+
+    A string cell a spreadsheet would run as a formula is written with a leading ``'``
+    (:func:`imgselect.csvfiles.formula_safe`; numbers such as ``-1`` are left alone); our readers undo it.
+    """
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        for row in rows:
+            w.writerow([formula_safe(c) for c in row])
 
 
 def _json_default(o: Any) -> Any:
@@ -47,24 +72,22 @@ def _json_default(o: Any) -> Any:
 
 
 def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[str]) -> None:
-    """One row per chosen image, in pick order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(SELECTION_COLUMNS)
+    """One row per chosen image, in pick order (atomically; formula-safe cells: see :func:`write_csv_atomic`)."""
+
+    def rows() -> Iterator[Sequence[object]]:
+        yield SELECTION_COLUMNS
         for i, idx in enumerate(selection.indices):
             dist = float(selection.distance[i])
-            w.writerow(
-                [
-                    int(idx),
-                    ids[int(idx)],
-                    int(selection.cluster[i]),
-                    "" if math.isnan(dist) else f"{dist:.6g}",
-                    int(selection.cluster_size[i]),
-                    selection.rule[i],
-                ]
-            )
+            yield [
+                int(idx),
+                ids[int(idx)],
+                int(selection.cluster[i]),
+                "" if math.isnan(dist) else f"{dist:.6g}",
+                int(selection.cluster_size[i]),
+                selection.rule[i],
+            ]
+
+    write_csv_atomic(path, rows())
 
 
 def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -> dict[str, str]:
@@ -77,9 +100,12 @@ def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -
 
 
 def read_selection_csv(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a ``selection.csv`` as dictionaries of strings."""
-    with Path(path).open(newline="") as f:
-        return list(csv.DictReader(f))
+    """Rows of a ``selection.csv`` as dictionaries of strings (formula-safe cells restored: the real ids)."""
+    rows = read_csv_rows(path)
+    if not rows:
+        return []
+    header = rows[0][1]
+    return [dict(zip(header, row, strict=False)) for _, row in rows[1:] if row]
 
 
 def save_contact_sheet(
@@ -99,8 +125,8 @@ def save_contact_sheet(
         x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
     nrow = math.ceil(math.sqrt(len(x)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), path)
+    with atomic_path(path) as tmp:
+        save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), tmp)
     return path
 
 
@@ -116,8 +142,8 @@ def save_reconstructions(
     if side < min_side:
         x = torch.nn.functional.interpolate(x, scale_factor=math.ceil(min_side / side), mode="nearest")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(x, nrow=len(originals), padding=2, pad_value=1.0), path)
+    with atomic_path(path) as tmp:
+        save_image(make_grid(x, nrow=len(originals), padding=2, pad_value=1.0), tmp)
     return path
 
 
@@ -154,6 +180,9 @@ def save_confusion_matrices(
             )
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path

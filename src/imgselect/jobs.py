@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from imgselect.artifacts import write_json_atomic
+from imgselect.artifacts import atomic_path, write_json_atomic
 from imgselect.cache import cache_key
 from imgselect.runtime import is_rank_zero
 
@@ -87,7 +87,8 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], float | None]) -> float
     except Exception as err:
         if is_rank_zero():
             out.mkdir(parents=True, exist_ok=True)
-            (out / TRACEBACK_FILE).write_text(traceback.format_exc())
+            with atomic_path(out / TRACEBACK_FILE) as tmp:
+                tmp.write_text(traceback.format_exc())
             write_json_atomic(
                 out / ERROR_FILE,
                 {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from imgselect.csvfiles import one_value_per_key, read_csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class CsvLabels:
     """Read ``image_id,label`` rows written by a person (production mode).
 
     ``label`` is a class name (as in ``class_names``) or its index. A header row is optional.
-    ``selection.csv`` with a ``label`` column added is accepted as it is.
+    ``selection.csv`` with a ``label`` column added is accepted as it is. The file is read as UTF-8 (a
+    spreadsheet's "CSV UTF-8" included); an image listed twice with two labels is an error naming both lines.
 
     Args:
         path: the CSV file.
@@ -62,21 +64,20 @@ class CsvLabels:
             raise FileNotFoundError(
                 f"labels.path={self.path}: no such file. Write one 'image_id,label' row per image of selection.csv"
             )
-        with self.path.open(newline="") as f:
-            rows = list(csv.reader(f))
+        rows = read_csv_rows(self.path)
         if not rows:
             raise ValueError(f"{self.path} is empty")
-        header = [c.strip().lower() for c in rows[0]]
+        header = [c.strip().lower() for c in rows[0][1]]
         has_header = "image_id" in header and "label" in header
         i_id, i_label = (header.index("image_id"), header.index("label")) if has_header else (0, 1)
-        out: dict[str, str] = {}
-        for lineno, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
+        entries: list[tuple[int, str, str]] = []
+        for lineno, row in rows[1:] if has_header else rows:
             if not row or not "".join(row).strip():
                 continue
             if len(row) <= max(i_id, i_label) or not row[i_label].strip():
                 raise ValueError(f"{self.path}:{lineno}: expected image_id and label, got {row!r}")
-            out[row[i_id].strip()] = row[i_label].strip()
-        return out
+            entries.append((lineno, row[i_id].strip(), row[i_label].strip()))
+        return {key: label for key, (_, label) in one_value_per_key(entries, self.path).items()}
 
     def labels_for(
         self, ids: Sequence[str], indices: np.ndarray, pool_labels: np.ndarray | None, class_names: list[str]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from imgselect.artifacts import read_selection_csv
 from imgselect.callbacks import embed_images
 from imgselect.selection import KMeansSelector
 from lightning_modules import AutoencoderModule
@@ -31,16 +32,9 @@ def _run(out: Path, devices: int) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_ddp_selection_equals_single_process(tmp_path: Path) -> None:
-    _run(tmp_path, devices=2)
-    ddp = (tmp_path / "indices.txt").read_text()
-    # every process received rank 0's selection
-    assert (tmp_path / "rank0.txt").read_text() == ddp == (tmp_path / "rank1.txt").read_text()
-    lines = (tmp_path / "selection.csv").read_text().splitlines()
-    assert len(lines) == 11 and len({ln.split(",")[0] for ln in lines[1:]}) == 10
-
-    # the same weights, embedded and selected in one process
+def _reselect(out: Path) -> str:
+    """The selection redone in this process, independently of the script: the weights it saved, embedded
+    here with ``embed_images`` (not its callback) and selected by the selector (not ``select_stage``)."""
     sys.path.insert(0, str(HERE))
     try:
         from ddp_selection import SyntheticPool
@@ -49,15 +43,30 @@ def test_ddp_selection_equals_single_process(tmp_path: Path) -> None:
     dm = SyntheticPool(image_size=16)
     dm.setup()
     model = AutoencoderModule(image_size=16, channels=(8, 16), latent_dim=32)
-    model.load_state_dict(torch.load(tmp_path / "weights.pt"))
+    model.load_state_dict(torch.load(out / "weights.pt"))
     model.eval()
     emb = embed_images(model.embed, dm.pool.images, batch_size=16, progress=False).numpy()
     single = KMeansSelector(budget=10, pick="random", seed=3).select(len(emb), emb)
-    assert ",".join(map(str, single.indices.tolist())) == ddp
+    return ",".join(map(str, single.indices.tolist()))
 
 
 @pytest.mark.slow
-def test_single_process_script_matches_its_own_reselection(tmp_path: Path) -> None:
-    """The same check with one process: guards the test itself (a broken script would also break this)."""
+def test_ddp_selection_equals_single_process(tmp_path: Path) -> None:
+    _run(tmp_path, devices=2)
+    ddp = (tmp_path / "indices.txt").read_text()
+    # every process received rank 0's selection
+    assert (tmp_path / "rank0.txt").read_text() == ddp == (tmp_path / "rank1.txt").read_text()
+    lines = (tmp_path / "selection.csv").read_text().splitlines()
+    assert len(lines) == 11 and len({ln.split(",")[0] for ln in lines[1:]}) == 10
+    # the same weights, embedded and selected in one process
+    assert _reselect(tmp_path) == ddp
+
+
+@pytest.mark.slow
+def test_single_process_script_equals_an_independent_selection(tmp_path: Path) -> None:
+    """The script in one process against the selection redone here: guards the script and the test itself
+    (a wrong callback gather, selection stage or saved weights fails here without DDP in the way)."""
     _run(tmp_path, devices=1)
-    assert (tmp_path / "indices.txt").read_text() == (tmp_path / "rank0.txt").read_text()
+    script = (tmp_path / "indices.txt").read_text()
+    assert _reselect(tmp_path) == script
+    assert ",".join(r["pool_index"] for r in read_selection_csv(tmp_path / "selection.csv")) == script

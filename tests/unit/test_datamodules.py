@@ -68,6 +68,50 @@ class TestFolder:
         assert arr.shape == (3, 8, 8) and (arr == 255).all()
 
 
+class TestHighBitDepth:
+    """16-bit, 32-bit integer and float greyscale files are scaled to 8 bits, not clipped at 255."""
+
+    @staticmethod
+    def _save(tmp_path: Path, name: str, arr: np.ndarray, mode: str) -> Path:
+        from PIL import Image
+
+        p = tmp_path / name
+        im = Image.fromarray(arr)
+        im.save(p)
+        with Image.open(p) as f:
+            assert f.mode == mode  # the file really holds what the test is about
+        return p
+
+    def test_16bit_png_ramp(self, tmp_path: Path) -> None:
+        ramp = np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (16, 1))
+        arr = decode_image(self._save(tmp_path, "ramp.png", ramp, "I;16"), 16)
+        assert arr.shape == (3, 16, 16) and arr.dtype == np.uint8
+        assert abs(arr.mean() - 127.5) < 1.0  # clipped, it was ~254
+        row = arr[0, 0].astype(int)  # 16 columns, each the mean of 16 steps of the ramp
+        assert row[0] <= 16 and row[-1] >= 239 and (np.diff(row) > 0).all()
+
+    @pytest.mark.parametrize(
+        ("value", "expected"), [(0, 0), (257, 1), (25700, 100), (32896, 128), (65535, 255)]
+    )
+    def test_16bit_png_levels(self, tmp_path: Path, value: int, expected: int) -> None:
+        flat = np.full((8, 8), value, dtype=np.uint16)
+        assert (decode_image(self._save(tmp_path, "flat.png", flat, "I;16"), 8) == expected).all()
+
+    def test_32bit_integer_is_read_as_16bit(self, tmp_path: Path) -> None:
+        dark = np.full((8, 8), 200 * 257, dtype=np.int32)  # a 16-bit value in a 32-bit container
+        assert (decode_image(self._save(tmp_path, "i.tif", dark, "I"), 8) == 200).all()
+        dark[:] = 100  # a dark 16-bit image stays dark: not stretched to 0..255
+        assert (decode_image(self._save(tmp_path, "i.tif", dark, "I"), 8) == 0).all()
+
+    def test_float_in_unit_range_and_in_8bit_range(self, tmp_path: Path) -> None:
+        unit = np.full((8, 8), 0.5, dtype=np.float32)
+        assert (decode_image(self._save(tmp_path, "f.tif", unit, "F"), 8) == 128).all()
+        eight = np.full((8, 8), 77.0, dtype=np.float32)
+        eight[0, 0] = 300.0  # beyond 255: clipped
+        arr = decode_image(self._save(tmp_path, "f.tif", eight, "F"), 8)
+        assert arr[0, 1, 1] == 77 and arr[0, 0, 0] == 255
+
+
 class TestFashionMNIST:
     def test_read_idx_hand_made(self, tmp_path: Path) -> None:
         data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)

@@ -178,3 +178,56 @@ class TestCsv:
         csv.write_text("val/disc/v0.png,disc\n")
         with pytest.raises(ValueError, match=r"1 files listed in .*val_as_pool\.csv lie outside pool_dir"):
             _folder(labeled_pool_folder, str(csv))
+
+    def test_same_file_two_labels_names_both_lines(
+        self, tmp_path: Path, labeled_pool_folder: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pool = labeled_pool_folder["pool"]
+        csv = tmp_path / "l.csv"
+        csv.write_text(
+            f"path,label\n{pool}/disc/d0.png,disc\n{pool}/square/s0.png,square\n{pool}/disc/./d0.png,square\n"
+        )
+        monkeypatch.setattr("datamodules.folder.load_image_files", _no_decoding)
+        with pytest.raises(
+            ValueError,
+            match=r"l\.csv: file .*disc/d0\.png has two different labels: 'disc' on line 2 and 'square' on line 4",
+        ):
+            _folder(labeled_pool_folder, str(csv))
+
+    def test_same_file_same_label_is_kept_once(
+        self, tmp_path: Path, labeled_pool_folder: dict[str, Path]
+    ) -> None:
+        pool = labeled_pool_folder["pool"]
+        csv = tmp_path / "l.csv"
+        csv.write_text(f"{pool}/disc/d0.png,disc\n{pool}/square/s0.png,square\n{pool}/disc/d0.png,disc\n")
+        dm = _folder(labeled_pool_folder, str(csv))
+        assert _by_name(dm) == {"d0.png": "disc", "s0.png": "square"} and len(dm.pool) == 2
+
+    def test_spreadsheet_csv_utf8_and_validation_csv(
+        self, tmp_path: Path, labeled_pool_folder: dict[str, Path]
+    ) -> None:
+        """A "CSV UTF-8" file from a spreadsheet (byte-order mark) has its header read as a header, for the
+        pool labels and for a validation CSV alike: no phantom class 'label'."""
+        root = labeled_pool_folder["root"]
+        pool_csv = root / "bom_pool.csv"
+        pool_csv.write_bytes(
+            "path,label\npool/disc/d0.png,disc\npool/square/s0.png,square\n".encode("utf-8-sig")
+        )
+        val_csv = root / "bom_val.csv"
+        rows = [f"val/{c}/v{i}.png,{c}\n" for c in ("disc", "square") for i in range(3)]
+        val_csv.write_bytes(("path,label\n" + "".join(rows)).encode("utf-8-sig"))
+        dm = FolderDataModule(
+            pool_dir=str(labeled_pool_folder["pool"]),
+            val=str(val_csv),
+            pool_labels=str(pool_csv),
+            image_size=16,
+        )
+        dm.setup()
+        assert dm.class_names == ["disc", "square"] and len(dm.val) == 6
+        assert _by_name(dm) == {"d0.png": "disc", "s0.png": "square"}
+
+    def test_not_utf8_says_how_to_save(self, tmp_path: Path, labeled_pool_folder: dict[str, Path]) -> None:
+        csv = tmp_path / "l.csv"
+        csv.write_bytes(f"{labeled_pool_folder['pool']}/disc/d0.png,disc\nné.png,disc\n".encode("cp1252"))
+        with pytest.raises(ValueError, match=r"l\.csv:2: not UTF-8 text .*'CSV UTF-8"):
+            _folder(labeled_pool_folder, str(csv))

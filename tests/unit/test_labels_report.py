@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from imgselect.artifacts import write_selection_csv
 from imgselect.labels import CsvLabels, OracleLabels
 from imgselect.report import main as report_main
 from imgselect.report import write_table1
+from imgselect.selection.selectors import Selection
 
 CLASSES = ["customer", "staff"]
 
@@ -43,6 +46,56 @@ class TestLabels:
             CsvLabels(str(f)).labels_for(["b.png"], np.array([0]), None, CLASSES)
         with pytest.raises(FileNotFoundError, match="labels.path=.*nope.csv"):
             CsvLabels(str(tmp_path / "nope.csv")).labels_for(["a"], np.array([0]), None, CLASSES)
+
+    def test_csv_same_image_two_labels_names_both_lines(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        f = tmp_path / "l.csv"
+        f.write_text("image_id,label\na.png,staff\nb.png,customer\na.png,customer\n")
+        with pytest.raises(
+            ValueError,
+            match=r"l\.csv: image a\.png has two different labels: 'staff' on line 2 and 'customer' on line 4",
+        ):
+            CsvLabels(str(f)).labels_for(["a.png"], np.array([0]), None, CLASSES)
+        f.write_text("image_id,label\na.png,staff\nb.png,customer\na.png,staff\n")  # the same twice: fine
+        with caplog.at_level(logging.INFO, logger="imgselect.csvfiles"):
+            y = CsvLabels(str(f)).labels_for(["a.png", "b.png"], np.array([0, 1]), None, CLASSES)
+        assert y.tolist() == [1, 0]
+        assert (
+            "1 rows repeat an earlier row with the same label and are ignored (e.g. line 4 repeats line 2)"
+            in (caplog.text)
+        )
+
+    def test_csv_utf8_with_byte_order_mark(self, tmp_path: Path) -> None:
+        """A spreadsheet's "CSV UTF-8" starts with a byte-order mark: the header is still a header."""
+        f = tmp_path / "l.csv"
+        f.write_bytes("image_id,label\ncafé.png,staff\n".encode("utf-8-sig"))
+        assert CsvLabels(str(f)).read() == {"café.png": "staff"}
+
+    def test_csv_not_utf8_names_file_and_line(self, tmp_path: Path) -> None:
+        f = tmp_path / "l.csv"
+        f.write_bytes("image_id,label\na.png,staff\ncafé.png,staff\n".encode("cp1252"))
+        with pytest.raises(
+            ValueError, match=r"l\.csv:3: not UTF-8 text \(byte 0xe9\)\. Save the file as 'CSV UTF-8"
+        ):
+            CsvLabels(str(f)).read()
+        f.write_bytes("image_id,label\n".encode("utf-16"))
+        with pytest.raises(ValueError, match=r"l\.csv is UTF-16 text"):
+            CsvLabels(str(f)).read()
+
+    def test_csv_labeled_selection_keeps_formula_like_names(self, tmp_path: Path) -> None:
+        """selection.csv neutralises an id a spreadsheet would run; labels read from it match the real id."""
+        name = "=HYPERLINK(x).png"
+        sel = Selection(
+            indices=np.array([0]), cluster=np.array([-1]), distance=np.array([np.nan]),
+            cluster_size=np.array([0]), rule=["uniform"],
+        )  # fmt: skip
+        f = tmp_path / "selection.csv"
+        write_selection_csv(f, sel, [name])
+        lines = f.read_text().splitlines()
+        assert lines[1].split(",")[1] == "'" + name  # what a spreadsheet gets: text, not a formula
+        f.write_text("\n".join([lines[0] + ",label", lines[1] + ",staff"]) + "\n")  # a person adds labels
+        assert CsvLabels(str(f)).labels_for([name], np.array([0]), None, CLASSES).tolist() == [1]
 
 
 def _job(

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from imgselect.csvfiles import formula_restore, read_user_text
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
 
 log = logging.getLogger(__name__)
@@ -22,16 +23,17 @@ def ids_path_for(path: Path) -> Path:
 
 
 def read_ids(path: Path) -> list[str]:
-    """Image ids, one per line, or a CSV with an ``image_id`` (or ``path``/``id``) column."""
+    """Image ids, one per line, or a CSV with an ``image_id`` (or ``path``/``id``) column (UTF-8; a
+    ``selection.csv`` included: its formula-safe cells are read back as the real ids)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"embedding ids file {path} does not exist: give embedding.ids=<file with one image id per line, "
             f"in the order of the rows of the embeddings>"
         )
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_user_text(path)
     lines = text.splitlines()
     if path.suffix.lower() == ".csv" and lines:
-        rows = list(csv.reader(lines))
+        rows = [[formula_restore(c) for c in r] for r in csv.reader(lines)]
         header = [c.strip().lower() for c in rows[0]]
         for col in ("image_id", "path", "id"):
             if col in header:

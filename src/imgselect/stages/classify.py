@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from imgselect.artifacts import save_confusion_matrices
+from imgselect.artifacts import atomic_path, save_confusion_matrices
 from imgselect.callbacks import embed_images
 from imgselect.labels import Labeler
 from imgselect.pool import PoolSource
@@ -204,7 +204,8 @@ def classifier_stage(
             {name: v for name, v in out["after"].items() if name != "confusion_matrix"},
         )
         if is_rank_zero():
-            torch.save(final.state_dict(), out_dir / "classifier_final.pt")
+            with atomic_path(out_dir / "classifier_final.pt") as tmp:
+                torch.save(final.state_dict(), tmp)
     if is_rank_zero():
         save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
     return out

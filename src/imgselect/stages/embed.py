@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from imgselect.artifacts import write_json_atomic
+from imgselect.artifacts import atomic_path, write_json_atomic
 from imgselect.cache import CacheEntry, cache_key, link_or_copy
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.file import IDS_SUFFIX
@@ -117,10 +117,7 @@ def _write_beside_run(out: Path, embeddings: np.ndarray, ids: list[str], cached:
     if cached is not None and cached.exists():
         link_or_copy(cached, out / EMBEDDINGS)
     else:
-        tmp = out / f".{EMBEDDINGS}.tmp.npy"
-        np.save(tmp, embeddings)
-        tmp.replace(out / EMBEDDINGS)
-    ids_path = out / Path(EMBEDDINGS).with_suffix(IDS_SUFFIX)
-    tmp_ids = ids_path.with_name(f".{ids_path.name}.tmp")
-    tmp_ids.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    tmp_ids.replace(ids_path)
+        with atomic_path(out / EMBEDDINGS) as tmp:
+            np.save(tmp, embeddings)  # the temporary name ends in .npy: np.save adds no suffix
+    with atomic_path(out / Path(EMBEDDINGS).with_suffix(IDS_SUFFIX)) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")

@@ -1,0 +1,92 @@
+"""A job's settings checked against each other and against the pool, once the pool is known and before
+anything is trained, so a setting that cannot work fails in seconds with what to change."""
+
+from __future__ import annotations
+
+import logging
+
+from imgselect.selection.selectors import check_budget
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGE_SIZE = 8  # datamodules.pool.PoolDataModule refuses smaller images
+
+
+def check_settings(
+    *,
+    budget: int,
+    n_pool: int,
+    folds: int | None,
+    pseudo_size: int | None,
+    image_size: int,
+    n_classes: int,
+    source: str = "the pool",
+    halvings: int = 0,
+) -> None:
+    """Raise ``ValueError`` naming the setting, its value and what to do, for settings that cannot work.
+
+    Rules:
+
+    - ``1 <= budget <= n_pool`` (:func:`~imgselect.selection.selectors.check_budget`).
+    - ``n_classes >= 2`` when a classifier is trained: it tells classes apart.
+    - ``1 <= folds <= budget``: each fold holds out at least one labeled image.
+    - ``pseudo_size >= 0`` (above ``n_pool - budget``, the images left unlabeled, a warning: fewer are
+      added); and
+      ``pseudo_size`` is 0 or at least ``n_classes``, as it is split evenly (``pseudo_size // n_classes``
+      per class), so fewer than one per class adds none.
+    - ``image_size >= 8`` and a multiple of ``2 ** halvings`` (the autoencoder halves the image ``halvings``
+      times and upsamples it back: 8 for the paper's three ``autoencoder.channels``, 4 for ``experiment=cpu``).
+
+    Args:
+        budget: images to label (``budget``).
+        n_pool: readable pool images.
+        folds: k of k-fold learning (``folds``); ``None`` when no classifier is trained (``~classifier``).
+        pseudo_size: pseudo-labels (``pseudo.size``); ``None`` when no classifier is trained.
+        image_size: side of the square images the models see (``image_size``).
+        n_classes: classes of the task.
+        source: the pool's folder or dataset, for messages.
+        halvings: ``len(autoencoder.channels)`` when the autoencoder embedding runs, else 0 (the pixels,
+            backbone and file embeddings and the classifier take any size).
+    """
+    check_budget(budget, n_pool, source)
+    if folds is not None:
+        if n_classes < 2:
+            raise ValueError(f"the task has {n_classes} class; a classifier needs 2 or more (data.classes)")
+        if folds < 1:
+            raise ValueError(f"folds={folds} must be at least 1 (1: one classifier trained on every label)")
+        if folds > budget:
+            raise ValueError(
+                f"folds={folds} exceeds budget={budget}: each fold needs at least one labeled image; "
+                f"set folds to at most {budget} or raise budget"
+            )
+    if pseudo_size is not None:
+        rest = n_pool - budget
+        if pseudo_size < 0:
+            raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
+        if pseudo_size > rest:
+            # not an error: the default pseudo.size (1000) must keep working on a small folder
+            log.warning(
+                "pseudo.size=%d exceeds the images left unlabeled (%d in %s - budget %d = %d): at most %d "
+                "pseudo-labels will be added",
+                pseudo_size, n_pool, source, budget, rest, rest,
+            )  # fmt: skip
+        if 0 < pseudo_size < n_classes:
+            raise ValueError(
+                f"pseudo.size={pseudo_size} is split evenly over {n_classes} classes ({pseudo_size} // "
+                f"{n_classes} = 0 per class) and would add no pseudo-label; set it to 0 or at least {n_classes}"
+            )
+    if halvings < 0:
+        raise ValueError(f"halvings={halvings} must be 0 or more")
+    multiple = 2**halvings
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size={image_size} is too small; use {max(MIN_IMAGE_SIZE, multiple)} or more (the paper: 64)"
+        )
+    if image_size % multiple:
+        lower = image_size // multiple * multiple
+        nearest = [s for s in (lower, lower + multiple) if s >= MIN_IMAGE_SIZE]
+        raise ValueError(
+            f"image_size={image_size} must be a multiple of {multiple}: the autoencoder halves the image "
+            f"{halvings} times (once per entry of autoencoder.channels); use {' or '.join(map(str, nearest))}, "
+            f"or change autoencoder.channels"
+        )
