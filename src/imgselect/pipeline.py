@@ -7,7 +7,6 @@ final model) -> result.json.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -15,32 +14,42 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
-from imgselect.jobs import config_hash
+from imgselect.jobs import config_hash, metric_of
 from imgselect.result import RunResult
 from imgselect.runtime import (
     StageTimer,
     TrainerFactory,
     is_rank_zero,
+    limit_threads_from_env,
     quiet_lightning,
     reset_distributed,
     versions,
 )
-from imgselect.selection.selectors import Selector, check_budget
+from imgselect.selection.selectors import Selector
+from imgselect.settings import check_settings
 from imgselect.stages.classify import ClassifierPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
 from imgselect.stages.select import select_stage
+from imgselect.tracking import JobTracker, TrackedJob, tracking
 
 log = logging.getLogger(__name__)
 
 
+def has_classifier(cfg: DictConfig) -> bool:
+    """False after ``~classifier``: the job stops after the selection."""
+    ccfg = cfg.get("classifier")
+    return ccfg is not None and bool(ccfg.get("_target_"))
+
+
 def classifier_plan(cfg: DictConfig) -> ClassifierPlan | None:
     """The classifier stage's plan from the config; ``None`` after ``~classifier`` (stop after selection)."""
-    ccfg = cfg.get("classifier")
-    if ccfg is None or not ccfg.get("_target_"):
+    if not has_classifier(cfg):
         return None
+    ccfg = cfg.classifier
     pseudo_size = int(cfg.pseudo.size)
     if pseudo_size < 0:
         raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
@@ -60,10 +69,43 @@ def classifier_plan(cfg: DictConfig) -> ClassifierPlan | None:
     )
 
 
+def tracked_job(cfg: DictConfig, out_dir: Path) -> TrackedJob:
+    """How a tracker names this job: its folder, its sweep, what it runs and the full resolved config (with
+    Hydra's group choices and the command line's overrides, when Hydra runs it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    config: dict[str, Any] = {str(k): v for k, v in resolved.items() if k != "hydra"}
+    group = None
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        config["hydra"] = {
+            "choices": OmegaConf.to_container(hc.runtime.choices),
+            "overrides": list(hc.overrides.task),
+        }
+        if str(hc.mode) == "RunMode.MULTIRUN":
+            group = Path(hc.sweep.dir).name
+    return TrackedJob(
+        name=out_dir.name,
+        dir=out_dir,
+        group=group,
+        job_type="train" if has_classifier(cfg) else "select",
+        config=config,
+    )
+
+
+def job_tags(selector: Selector, embedding: Embedding | None, seed: int) -> list[str]:
+    """``selector:ae``, ``budget:125``, ``seed:0`` and, when the selector embeds, ``embedding:autoencoder``."""
+    tags = [f"selector:{selector.name}", f"budget:{selector.budget}", f"seed:{seed}"]
+    return [*tags, f"embedding:{embedding.name}"] if embedding is not None else tags
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``)."""
     quiet_lightning()
     reset_distributed()
+    limit_threads_from_env()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
@@ -71,75 +113,91 @@ def run(cfg: DictConfig) -> float | None:
     timer = StageTimer()
     t_start = time.perf_counter()
 
-    with timer("data"):
-        dm = instantiate(cfg.data)
-        dm.setup()
-    pool = dm.pool
-    n_classes = len(dm.class_names)
-    selector: Selector = instantiate(cfg.selector)
-    check_budget(selector.budget, len(pool), pool.source)  # before any training
-    plan = classifier_plan(cfg)
+    logger = instantiate(cfg.logger) if cfg.get("logger") is not None else None
+    tracker = logger if isinstance(logger, JobTracker) else None  # logger=wandb: one W&B run for the job
     trainers = TrainerFactory(
         trainer=instantiate(cfg.trainer),
-        logger=instantiate(cfg.logger) if cfg.get("logger") is not None else None,
+        logger=logger,
         out_dir=out_dir,
         precision=str(cfg.trainer.get("precision")),
         strategy=cfg.trainer.get("strategy"),
     )
+    with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
+        selector: Selector = instantiate(cfg.selector)
+        embedding: Embedding | None = instantiate(cfg.embedding) if selector.requires_embeddings else None
+        plan = classifier_plan(cfg)
+        if tracker is not None:
+            tracker.tag(job_tags(selector, embedding, seed))
+        with timer("data"):
+            dm = instantiate(cfg.data)
+            dm.setup()
+        pool = dm.pool
+        n_classes = len(dm.class_names)
+        check_settings(  # every setting against the pool and each other, before any training
+            budget=selector.budget,
+            n_pool=len(pool),
+            folds=plan.folds if plan is not None else None,
+            pseudo_size=plan.pseudo_size if plan is not None else None,
+            image_size=int(pool.images.shape[-1]),
+            n_classes=n_classes,
+            source=pool.source,
+            # the autoencoder halves the image once per entry of its channels
+            halvings=len(cfg.embedding.model.channels)
+            if embedding is not None and embedding.name == "autoencoder"
+            else 0,
+        )
 
-    embeddings, embedding_info, embedding_name = None, {}, None
-    if selector.requires_embeddings:
-        embedding: Embedding = instantiate(cfg.embedding)
-        embedding_name = embedding.name
-        ctx = EmbedContext(pool=pool, datamodule=dm, out_dir=out_dir, seed=seed, trainers=trainers)
-        emb = embed_stage(embedding, ctx, cfg.paths.cache_dir, timer, use_cache=bool(cfg.get("cache", True)))
-        embeddings, embedding_info = emb.embeddings, emb.info
-    with timer("selection"):
-        selection = select_stage(selector, pool, embeddings, n_classes, out_dir)
+        embeddings, embedding_info = None, {}
+        if embedding is not None:
+            ctx = EmbedContext(pool=pool, datamodule=dm, out_dir=out_dir, seed=seed, trainers=trainers)
+            emb = embed_stage(
+                embedding, ctx, cfg.paths.cache_dir, timer, use_cache=bool(cfg.get("cache", True))
+            )
+            embeddings, embedding_info = emb.embeddings, emb.info
+        with timer("selection"):
+            selection = select_stage(selector, pool, embeddings, n_classes, out_dir)
 
-    classifier: dict[str, Any] = {}
-    if plan is not None:
-        classifier = classifier_stage(plan, trainers, dm, selection, timer)
+        classifier: dict[str, Any] = {}
+        if plan is not None:
+            classifier = classifier_stage(plan, trainers, dm, selection, timer)
 
-    if not is_rank_zero():
-        return None
-    skipped = pool.skipped + dm.val.skipped
-    if skipped:
-        with (out_dir / "skipped.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([("path", "reason"), *skipped])
-    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-    chosen_labels = pool.labels[selection.indices] if pool.labels is not None else None
-    result = RunResult(
-        selector=selector.name,
-        pick=selector.pick,
-        embedding=embedding_name,
-        budget=len(selection),
-        seed=seed,
-        image_size=int(pool.images.shape[-1]),
-        pool_size=len(pool),
-        val_size=len(dm.val),
-        skipped_files=len(skipped),
-        classes=list(dm.class_names),
-        selected_class_histogram=(
-            {name: int((chosen_labels == c).sum()) for c, name in enumerate(dm.class_names)}
-            if chosen_labels is not None
-            else None
-        ),
-        folds=classifier.get("folds"),
-        pseudo_size=classifier.get("pseudo_size"),
-        metrics={"before": classifier.get("before"), "after": classifier.get("after")},
-        classifier={k: v for k, v in classifier.items() if k not in ("before", "after")},
-        selection_notes=selection.notes,
-        selection_stats=selection.stats,
-        embedding_info=embedding_info,
-        timings_s=timer.seconds,
-        versions=versions(),
-        output_dir=str(out_dir),
-        config_hash=config_hash(cfg),
-    )
-    result.write(out_dir / "result.json")
-    log.info("job done in %.1fs: %s", timer.seconds["total"], out_dir)
-    for stage in ("after", "before"):
-        if classifier.get(stage):
-            return float(classifier[stage]["f1"])
-    return None
+        if not is_rank_zero():
+            return None
+        skipped = pool.skipped + dm.val.skipped
+        if skipped:
+            write_csv_atomic(out_dir / "skipped.csv", [("path", "reason"), *skipped])
+        timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
+        chosen_labels = pool.labels[selection.indices] if pool.labels is not None else None
+        result = RunResult(
+            selector=selector.name,
+            pick=selector.pick,
+            embedding=embedding.name if embedding is not None else None,
+            budget=len(selection),
+            seed=seed,
+            image_size=int(pool.images.shape[-1]),
+            pool_size=len(pool),
+            val_size=len(dm.val),
+            skipped_files=len(skipped),
+            classes=list(dm.class_names),
+            selected_class_histogram=(
+                {name: int((chosen_labels == c).sum()) for c, name in enumerate(dm.class_names)}
+                if chosen_labels is not None
+                else None
+            ),
+            folds=classifier.get("folds"),
+            pseudo_size=classifier.get("pseudo_size"),
+            metrics={"before": classifier.get("before"), "after": classifier.get("after")},
+            classifier={k: v for k, v in classifier.items() if k not in ("before", "after")},
+            selection_notes=selection.notes,
+            selection_stats=selection.stats,
+            embedding_info=embedding_info,
+            timings_s=timer.seconds,
+            versions=versions(),
+            output_dir=str(out_dir),
+            config_hash=config_hash(cfg),
+        )
+        result.write(out_dir / "result.json")
+        if tracker is not None:
+            tracker.log_result(result.to_dict(), pool)
+        log.info("job done in %.1fs: %s", timer.seconds["total"], out_dir)
+        return metric_of(result.to_dict())

@@ -9,17 +9,18 @@ by itself at the end of every multirun (``Table1Callback`` in ``conf/hydra/defau
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from imgselect.jobs import read_error
+from imgselect.artifacts import atomic_path, write_csv_atomic
+from imgselect.jobs import ERROR_FILE, FAILED, read_error
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +143,9 @@ def write_table1(
         ]
         lines += selection_summary(results)
     paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "png": out_dir / "table1.png"}
-    paths["md"].write_text("\n".join(lines) + "\n")
-    with paths["csv"].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["selector", "phase", "budget", "metric", "mean", "std", "n"])
-        w.writerows(rows)
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    write_csv_atomic(paths["csv"], [["selector", "phase", "budget", "metric", "mean", "std", "n"], *rows])
     if cells:
         _plot(paths["png"], cells, selectors, budgets, metric)
     else:
@@ -208,7 +207,8 @@ def _plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -218,20 +218,98 @@ except ImportError:  # pragma: no cover - hydra is a dependency
     _HydraCallback = object  # type: ignore[assignment,misc]
 
 
+def failed_since(sweep_dir: str | Path, since: float) -> list[Path]:
+    """Job folders under ``sweep_dir`` whose ``error.json`` was written at or after ``since`` (a Unix time)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    found = []
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        marker = job / ERROR_FILE
+        try:
+            if marker.stat().st_mtime >= since:
+                found.append(job)
+        except OSError:
+            continue
+    return found
+
+
 class Table1Callback(_HydraCallback):
-    """Hydra callback: write Table 1 into the sweep folder when a multirun ends."""
+    """Hydra callback: write Table 1 into the sweep folder when a multirun ends.
+
+    It also adds the jobs that failed during this multirun to :data:`imgselect.jobs.FAILED`, so that
+    ``train.py`` exits with status 1 whatever the launcher: with ``hydra/launcher=slurm``, ``local`` or
+    ``parallel`` the jobs run in other processes, and their failures are known here only by the
+    ``error.json`` each wrote into its folder (written since the multirun started, less a margin for the
+    clocks of a cluster's nodes).
+    """
+
+    CLOCK_MARGIN_S = 60.0
 
     def __init__(self, metric: str = "f1") -> None:
         self.metric = metric
+        self.started: float | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        if self.started is not None:
+            known = {Path(f).resolve() for f in FAILED}
+            for job in failed_since(sweep_dir, self.started - self.CLOCK_MARGIN_S):
+                if job.resolve() not in known:
+                    FAILED.append(str(job))
         try:
             paths = write_table1(sweep_dir, metric=self.metric)
         except ValueError as e:
             log.warning("no Table 1: %s", e)
             return
         log.info("Table 1: %s\n%s", paths["md"], paths["md"].read_text())
+        track_table1(config, sweep_dir, paths, self.metric)
+
+
+def track_table1(config: Any, sweep_dir: Path, paths: dict[str, Path], metric: str = "f1") -> None:
+    """With ``logger=wandb``: Table 1, its figure and one row per finished job in a W&B run of ``job_type=summary``
+    in the sweep's group (:meth:`imgselect.tracking.WandbTracker.log_sweep`). A W&B failure is logged, not raised:
+    the table files are written."""
+    logger_cfg = config.get("logger")
+    if logger_cfg is None or not str(logger_cfg.get("_target_", "")).endswith(".WandbTracker"):
+        return
+    from hydra.utils import instantiate
+
+    from imgselect.tracking import csv_table
+
+    results, missing = collect(sweep_dir)
+    jobs = [
+        [
+            Path(str(r.get("output_dir", ""))).name,
+            selector_label(r),
+            r.get("embedding"),
+            r.get("budget"),
+            r.get("seed"),
+            *(((r.get("metrics") or {}).get(phase) or {}).get(metric) for phase, _ in PHASES),
+        ]
+        for r in results
+    ]
+    columns = [
+        "job",
+        "selector",
+        "embedding",
+        "budget",
+        "seed",
+        *(f"{metric} {phase}" for phase, _ in PHASES),
+    ]
+    try:
+        instantiate(logger_cfg).log_sweep(
+            sweep_dir,
+            tables={"table1": csv_table(paths["csv"]), "jobs": (columns, jobs)},
+            images={"table1_figure": paths["png"]} if "png" in paths else {},
+            files=[paths["md"], paths["csv"]],
+            summary={"jobs/finished": len(results), "jobs/not_finished": len(missing)},
+        )
+    except Exception:
+        log.exception("W&B: no summary run for %s (table1.md has Table 1)", sweep_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,8 @@ class StageTimer:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced a result."""
+    """Versions of what produced a result, and the number of threads PyTorch ran on (``torch_threads``: a
+    parallel sweep runs each job on one, ``conf/hydra/launcher/parallel.yaml``)."""
     import faiss
     import hydra
     import lightning
@@ -67,6 +68,7 @@ def versions() -> dict[str, str]:
         "hydra": hydra.__version__,
         "faiss": getattr(faiss, "__version__", "unknown"),
         "numpy": np.__version__,
+        "torch_threads": str(torch.get_num_threads()),
     }
 
 
@@ -76,7 +78,8 @@ class TrainerFactory:
 
     Attributes:
         trainer: a partial of ``lightning.pytorch.Trainer`` (hardware only: the ``trainer`` config group).
-        logger: a partial of a Lightning logger taking ``name=`` (``None``: no logger).
+        logger: a partial of a Lightning logger taking ``name=``, or a :class:`imgselect.tracking.JobTracker`
+            (``None``: no logger).
         out_dir: the job folder; each stage logs under ``out_dir / stage``.
         precision: the trainer's precision (part of cache keys: it changes trained weights).
         strategy: the trainer's strategy (``ddp`` relaunches the script; see :func:`prepare_ddp_relaunch`).
@@ -93,7 +96,8 @@ class TrainerFactory:
     ) -> pl.Trainer:
         # every Trainer may be the first to launch the other DDP ranks in this job (a cache hit skips the
         # autoencoder; the random selector has none), so each one prepares the relaunch
-        prepare_ddp_relaunch(self.strategy, self.out_dir)
+        devices = getattr(self.trainer, "keywords", {}).get("devices")  # a partial of pl.Trainer
+        prepare_ddp_relaunch(self.strategy, self.out_dir, devices)
         logger: Any = self.logger(name=stage) if self.logger is not None else False
         return self.trainer(
             max_epochs=max_epochs,
@@ -104,12 +108,17 @@ class TrainerFactory:
         )
 
 
-def prepare_ddp_relaunch(strategy: str | None, out_dir: Path) -> None:
+def prepare_ddp_relaunch(strategy: str | None, out_dir: Path, devices: Any = None) -> None:
     """Make Lightning's DDP relaunch of this script re-run this one job, not the whole sweep.
 
     Lightning relaunches ``sys.argv`` with ``hydra.run.dir`` set to the job's run dir; in a multirun that
     would start the sweep again in every child process and write to a stray folder. Here the relaunch
     gets this job's own overrides and output folder.
+
+    Only Hydra's basic launcher runs a job in the ``train.py`` process that can be relaunched. Under SLURM
+    (``hydra/launcher=slurm``: one task per device) SLURM has started the ranks and Lightning relaunches
+    nothing; any other launcher (``local``, ``parallel``) runs jobs in worker processes whose relaunch would
+    start the worker, not the job, so a multi-device DDP job is refused there with a clear message.
     """
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
@@ -119,6 +128,22 @@ def prepare_ddp_relaunch(strategy: str | None, out_dir: Path) -> None:
     hc = HydraConfig.get()
     if str(hc.mode) != "RunMode.MULTIRUN" or os.environ.get("LOCAL_RANK"):
         return
+    launcher = str(hc.launcher.get("_target_", ""))
+    if not launcher.endswith(".BasicLauncher"):
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        if (
+            SLURMEnvironment.detect()
+            or devices in (1, "1")
+            or (isinstance(devices, list) and len(devices) == 1)
+        ):
+            return  # SLURM started the ranks, or one process needs no relaunch
+        choice = hc.runtime.choices.get("hydra/launcher")
+        raise RuntimeError(
+            f"trainer.strategy={strategy} with trainer.devices={devices} needs Lightning to relaunch train.py, "
+            f"which hydra/launcher={choice} cannot do (its jobs run in worker processes): use "
+            "hydra/launcher=slurm (one SLURM task per device), the default launcher, or one device per job"
+        )
     sys.argv = [sys.argv[0], *hc.overrides.task]
     run_node: Any = HydraConfig.instance().cfg.hydra.run  # type: ignore[union-attr]
     with read_write(run_node), open_dict(run_node):
@@ -144,6 +169,19 @@ def reset_distributed() -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def limit_threads_from_env() -> None:
+    """Hold PyTorch to ``OMP_NUM_THREADS`` when this job's environment sets fewer threads than it runs on.
+
+    PyTorch fixes its thread count when it is imported, and a launcher's worker may have imported it before
+    the job's ``hydra.job.env_set`` applied (joblib's workers import it while unpickling the Hydra callbacks):
+    ``hydra/launcher=parallel`` sets ``OMP_NUM_THREADS=1`` per job, and this makes it hold. Never raises the
+    count.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and 0 < int(value) < torch.get_num_threads():
+        torch.set_num_threads(int(value))
 
 
 class _DropTips(logging.Filter):

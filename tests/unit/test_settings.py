@@ -60,4 +60,6 @@ def test_pseudo_size_above_the_unlabeled_images_warns(caplog: pytest.LogCaptureF
     """The default pseudo.size (1000) keeps working on a small folder: a warning, not an error."""
     with caplog.at_level("WARNING", logger="imgselect.settings"):
         check_settings(**{**OK, "pseudo_size": 91})
-    assert "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - budget 10 = 90)" in caplog.text
+    assert (
+        "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - budget 10 = 90)" in caplog.text
+    )
