@@ -50,6 +50,12 @@ def selector_label(result: dict[str, Any]) -> str:
     return f"{name} ({embedding})"
 
 
+def row_label(result: dict[str, Any]) -> str:
+    """Table 1 row of a job: :func:`selector_label`, plus the settings that set it apart (``[folds=2]``)."""
+    variant = result.get("_variant")
+    return f"{selector_label(result)} [{variant}]" if variant else selector_label(result)
+
+
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every job's result.json under ``sweep_dir`` (one level down), and the job folders without one (a failed
     job's entry names its error)."""
@@ -67,11 +73,55 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
                 missing.append(job.name)
             continue
         try:
-            results.append(json.loads(path.read_text()))
+            result = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             log.warning("skipping unreadable %s (%s)", path, e)
             missing.append(job.name)
+            continue
+        overrides = job / ".hydra" / "overrides.yaml"
+        if overrides.exists():
+            import yaml
+
+            result["_overrides"] = [str(o) for o in (yaml.safe_load(overrides.read_text()) or [])]
+        results.append(result)
+    label_variants(results)
     return results, missing
+
+
+# The axes of Table 1 (rows: selector and embedding; columns: budget; cells pool the seeds) and overrides that
+# do not change what a job computes; any other setting that differs between jobs makes rows of its own.
+TABLE_AXES = {"seed", "budget", "selector", "embedding"}
+NOT_SETTINGS = ("hydra", "paths", "resume", "cache", "logger")
+# result.json fields that change results, for jobs without .hydra/overrides.yaml (report on copied results)
+RESULT_SETTINGS = {"folds": "folds", "pseudo_size": "pseudo.size", "image_size": "image_size"}
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def label_variants(results: list[dict[str, Any]]) -> list[str]:
+    """Set ``result["_variant"]`` to the settings that tell a job apart from the others besides the table's
+    axes (e.g. ``folds=2 pseudo.size=0``; ``""`` when none), so Table 1 never pools them as if they were seeds.
+    Returns the names of those settings."""
+    sets = []
+    for r in results:
+        own = {
+            o
+            for o in r.get("_overrides", [])
+            if _override_key(o) not in TABLE_AXES and not _override_key(o).startswith(NOT_SETTINGS)
+        }
+        for field, name in RESULT_SETTINGS.items():
+            if r.get(field) is not None and not any(_override_key(o) == name for o in own):
+                own.add(f"{name}={r[field]}")
+        sets.append(own)
+    common = set.intersection(*sets) if sets else set()
+    keys: set[str] = set()
+    for r, own in zip(results, sets, strict=True):
+        differ = sorted(own - common)
+        r["_variant"] = " ".join(differ)
+        keys.update(_override_key(o) for o in differ)
+    return sorted(keys)
 
 
 def summarise(results: list[dict[str, Any]], metric: str = "f1") -> dict[tuple[str, str, int], list[float]]:
@@ -82,7 +132,7 @@ def summarise(results: list[dict[str, Any]], metric: str = "f1") -> dict[tuple[s
         for phase, _ in PHASES:
             m = metrics.get(phase)
             if m and m.get(metric) is not None and not math.isnan(m[metric]):
-                cells[(selector_label(r), phase, int(r["budget"]))].append(float(m[metric]))
+                cells[(row_label(r), phase, int(r["budget"]))].append(float(m[metric]))
     return cells
 
 
@@ -108,9 +158,10 @@ def write_table1(
     cells = summarise(results, metric)
     budgets = sorted({b for _, _, b in cells} | {int(r["budget"]) for r in results})
     selectors = sorted(
-        {s for s, _, _ in cells} | {selector_label(r) for r in results},
-        key=lambda s: (s != "Random selection", s),
+        {s for s, _, _ in cells} | {row_label(r) for r in results},
+        key=lambda s: (not s.startswith("Random selection"), s),
     )
+    varying = sorted({k for r in results for k in (_override_key(o) for o in r["_variant"].split())})
 
     lines = [
         f"# Table 1: {metric.upper()} on the validation set",
@@ -118,6 +169,15 @@ def write_table1(
         f"Sweep: `{sweep_dir}` — {len(results)} finished jobs"
         + (f", {len(missing)} not finished: {'; '.join(missing)}" if missing else ""),
         "",
+        *(
+            [
+                f"Settings that differ between these jobs besides selector, embedding, budget and seed: "
+                f"{', '.join(varying)}; each setting has rows of its own (in brackets).",
+                "",
+            ]
+            if varying
+            else []
+        ),
         "| Selector | Training | " + " | ".join(f"{b} images" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),
     ]

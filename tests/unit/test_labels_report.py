@@ -167,3 +167,17 @@ def test_selection_only_sweep_lists_what_each_job_chose(tmp_path: Path) -> None:
     assert "| Random selection | - | 3 | 0 | 1 of 2 | customer (3) |" in md
     assert "| TypiClust (pixels) | pixels | 3 | 0 | 2 of 2 | staff (2) |" in md
     assert "png" not in paths and not (tmp_path / "table1.png").exists()  # no empty figure
+
+
+def test_table1_keeps_jobs_of_other_settings_apart(tmp_path: Path) -> None:
+    """A sweep over folds is not pooled as if its jobs were seeds: each setting gets rows of its own."""
+    for name, folds, seed, f1 in (("0", 2, 0, 0.60), ("1", 2, 1, 0.62), ("2", 3, 0, 0.90)):
+        _job(tmp_path, name, "random", 125, seed, f1, None)
+        (tmp_path / name / ".hydra").mkdir()
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(
+            f"- selector=random\n- folds={folds}\n- seed={seed}\n- paths.log_dir=/x/{name}\n"
+        )
+    md = write_table1(tmp_path)["md"].read_text()
+    assert "besides selector, embedding, budget and seed: folds;" in md
+    assert "| Random selection [folds=2] | Before pseudo-labeling | 0.610 ± 0.014 (n=2) |" in md
+    assert "| Random selection [folds=3] | Before pseudo-labeling | 0.900 (n=1) |" in md
