@@ -182,7 +182,7 @@ class FolderDataModule(PoolDataModule):
         index = {c: i for i, c in enumerate(class_names)}
 
         images, kept, skipped = load_image_files(
-            pool_paths, self.image_size, self.num_threads, "Decoding pool"
+            pool_paths, self.image_size, self.num_threads, f"Decoding pool ({self.pool_dir})"
         )
         pool = ImageSet(
             images=images,
@@ -204,7 +204,7 @@ class FolderDataModule(PoolDataModule):
             )
 
         vimages, vkept, vskipped = load_image_files(
-            val_paths, self.image_size, self.num_threads, "Decoding validation"
+            val_paths, self.image_size, self.num_threads, f"Decoding validation ({self.val_path})"
         )
         val = ImageSet(
             images=vimages,

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from rich.progress import track
 from torch.utils.data import Dataset
+
+from imgselect.progress import track
+from imgselect.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ def load_image_files(
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=num_threads) as ex:
         results = ex.map(one, paths)
-        for i, r in enumerate(track(results, total=len(paths), description=description, transient=True)):
+        shown = track(results, description, "images", total=len(paths), enabled=is_rank_zero())
+        for i, r in enumerate(shown):
             if isinstance(r, str):
                 skipped.append((str(paths[i]), r))
                 log.warning("skipping unreadable image %s (%s)", paths[i], r)

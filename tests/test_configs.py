@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from tests.conftest import CONF
 
@@ -44,6 +44,21 @@ def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None
     assert cfg.classifier.batch_size == 128 and cfg.classifier.min_steps == 0  # the paper's classifier
     cpu = compose_cfg("experiment=cpu")
     assert cpu.image_size == 32 and cpu.data.image_size == 32 and cpu.autoencoder.image_size == 32
+
+
+def test_progress_is_a_mode_outside_the_job_hash(compose_cfg: Callable[..., DictConfig]) -> None:
+    from imgselect.jobs import config_hash
+    from imgselect.progress import MODES
+
+    def job(*overrides: str) -> DictConfig:  # as @hydra.main hands it to the job: without the hydra node
+        cfg = compose_cfg(*overrides)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    assert job().progress == "auto" and set(MODES) == {"auto", "rich", "tqdm", "log", "none"}
+    assert config_hash(job("progress=log")) == config_hash(job())  # a sweep resumes whatever it shows
+    assert config_hash(job("seed=1")) != config_hash(job())
 
 
 @pytest.mark.parametrize("name", options("data"))

@@ -1,4 +1,5 @@
-"""The embedding callback: when a network finishes training on the pool, embed the pool with it.
+"""Lightning callbacks: embed the pool with a network when its training ends (:class:`EmbeddingCallback`), and
+log one line per epoch where no progress bar can be drawn (:class:`EpochLog`).
 
 Under DDP every process embeds its shard of the pool and the shards are all-gathered to rank 0, which
 then runs the selection (:func:`imgselect.stages.select.select_stage`) and broadcasts the chosen indices.
@@ -14,9 +15,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.progress import track
 
 from imgselect.pool import PoolSource
+from imgselect.progress import Progress, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,13 @@ def embed_images(
     description: str = "Embedding pool",
 ) -> torch.Tensor:
     """Apply ``embed`` (an embedding or a prediction) to uint8 ``images`` in batches; returns ``(n, d)``
-    float32 on the CPU."""
+    float32 on the CPU. ``progress``: show it (:mod:`imgselect.progress`) under ``description``."""
     out = []
-    starts = range(0, len(images), batch_size)
-    it = track(starts, description=description, transient=True) if progress else starts
-    for i in it:
-        out.append(embed(images[i : i + batch_size].to(device, non_blocking=True)).float().cpu())
+    with Progress(len(images), description, "images", enabled=progress) as bar:
+        for i in range(0, len(images), batch_size):
+            batch = images[i : i + batch_size]
+            out.append(embed(batch.to(device, non_blocking=True)).float().cpu())
+            bar.advance(len(batch))
     if not out:
         raise ValueError("no images to embed")
     return torch.cat(out)
@@ -102,3 +104,44 @@ class EmbeddingCallback(pl.Callback):
             self.embeddings = emb.numpy()
             log.info("embedded %d images in %.1fs", len(pool), self.seconds)
         pl_module.train(was_training)
+
+
+class EpochLog(pl.Callback):
+    """One log line per epoch instead of a progress bar, for logs that go to a file (a cluster job).
+
+    The line holds what the bar would show at the epoch's end (the metrics logged with ``prog_bar=True``,
+    epoch averages), the time so far and the time left:
+    ``classifier_fold0: epoch 3/15, train/loss 0.412, val/loss 0.455, val/acc 0.81, 12 s, 48 s left``.
+    A fit of many epochs logs about :attr:`MAX_LINES` lines (every few epochs, and always the first and last).
+    Rank 0 only.
+
+    Args:
+        stage: the name the lines start with (the Trainer's stage).
+    """
+
+    MAX_LINES = 20
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self._start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch + 1
+        total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else 0
+        every = -(-total // self.MAX_LINES) if total else 1
+        if total and not (epoch == 1 or epoch == total or epoch % every == 0):
+            return
+        parts = [f"{self.stage}: epoch {epoch}/{total}" if total else f"{self.stage}: epoch {epoch}"]
+        for name, value in sorted(trainer.progress_bar_metrics.items()):
+            if not name.endswith("_step"):
+                parts.append(f"{name.removesuffix('_epoch')} {float(value):.4g}")
+        elapsed = time.perf_counter() - self._start
+        parts.append(format_duration(elapsed))
+        if epoch < total:
+            parts.append(f"{format_duration(elapsed / epoch * (total - epoch))} left")
+        log.info(", ".join(parts))

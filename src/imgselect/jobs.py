@@ -29,8 +29,9 @@ from imgselect.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 
-# Config keys that do not change what a job computes: where it writes, and whether it may resume.
-NOT_HASHED = ("paths", "resume")
+# Config keys that do not change what a job computes: where it writes, whether it may resume, how it shows
+# its progress.
+NOT_HASHED = ("paths", "resume", "progress")
 ERROR_FILE = "error.json"
 TRACEBACK_FILE = "error.txt"
 

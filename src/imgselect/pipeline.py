@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.jobs import config_hash, metric_of
+from imgselect.progress import set_progress_mode
 from imgselect.result import RunResult
 from imgselect.runtime import (
     StageTimer,
@@ -104,6 +105,7 @@ def job_tags(selector: Selector, embedding: Embedding | None, seed: int) -> list
 def run(cfg: DictConfig) -> float | None:
     """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``)."""
     quiet_lightning()
+    set_progress_mode(str(cfg.get("progress", "auto")))
     reset_distributed()
     limit_threads_from_env()
     out_dir = Path(cfg.paths.output_dir)

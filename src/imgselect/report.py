@@ -91,7 +91,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
 # The axes of Table 1 (rows: selector and embedding; columns: budget; cells pool the seeds) and overrides that
 # do not change what a job computes; any other setting that differs between jobs makes rows of its own.
 TABLE_AXES = {"seed", "budget", "selector", "embedding"}
-NOT_SETTINGS = ("hydra", "paths", "resume", "cache", "logger")
+NOT_SETTINGS = ("hydra", "paths", "resume", "cache", "logger", "progress")
 # result.json fields that change results, for jobs without .hydra/overrides.yaml (report on copied results)
 RESULT_SETTINGS = {"folds": "folds", "pseudo_size": "pseudo.size", "image_size": "image_size"}
 

@@ -21,6 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 import imgselect
+from imgselect.callbacks import EpochLog
+from imgselect.progress import ProgressMode, display
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class TrainerFactory:
         out_dir: the job folder; each stage logs under ``out_dir / stage``.
         precision: the trainer's precision (part of cache keys: it changes trained weights).
         strategy: the trainer's strategy (``ddp`` relaunches the script; see :func:`prepare_ddp_relaunch`).
+        progress: how training shows its progress (:mod:`imgselect.progress`; ``None``: the process-wide mode,
+            the ``progress`` key): ``rich`` / ``tqdm``: Lightning's bar of that kind; ``log``: no bar, one log
+            line per epoch (:class:`imgselect.callbacks.EpochLog`); ``none``: neither.
     """
 
     trainer: Callable[..., pl.Trainer]
@@ -90,6 +95,7 @@ class TrainerFactory:
     out_dir: Path
     precision: str | None = None
     strategy: str | None = None
+    progress: ProgressMode | None = None
 
     def __call__(
         self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
@@ -99,13 +105,26 @@ class TrainerFactory:
         devices = getattr(self.trainer, "keywords", {}).get("devices")  # a partial of pl.Trainer
         prepare_ddp_relaunch(self.strategy, self.out_dir, devices)
         logger: Any = self.logger(name=stage) if self.logger is not None else False
+        shown = display(self.progress)
         return self.trainer(
             max_epochs=max_epochs,
-            callbacks=callbacks,
+            callbacks=[*callbacks, *progress_callbacks(shown, stage)],
             logger=logger,
             default_root_dir=str(self.out_dir / stage),
+            enable_progress_bar=shown in ("rich", "tqdm"),
             **kwargs,
         )
+
+
+def progress_callbacks(shown: str, stage: str) -> list[pl.Callback]:
+    """What shows a Trainer's progress: Lightning's Rich or tqdm bar, or one log line per epoch."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    if shown == "rich":
+        return [RichProgressBar()]
+    if shown == "tqdm":  # Lightning's default is Rich when it is installed
+        return [TQDMProgressBar()]
+    return [EpochLog(stage)] if shown == "log" else []
 
 
 def prepare_ddp_relaunch(strategy: str | None, out_dir: Path, devices: Any = None) -> None:

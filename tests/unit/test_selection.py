@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from imgselect.selection import (
     pick_nearest,
     pick_random,
 )
+from imgselect.selection.kmeans import objective_summary
 
 
 def three_blobs(per: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +37,36 @@ class TestKMeans:
         assert len({next(iter(m)) for m in mapping.values()}) == 3
         assert sorted(res.cluster_sizes.tolist()) == [50, 50, 50]
         np.testing.assert_allclose(sorted(res.centroids[:, 0]), [0, 0, 10], atol=0.2)
+
+    def test_logs_what_it_runs_and_how_the_objective_went(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="imgselect.selection.kmeans")
+        x, _ = three_blobs()
+        res = kmeans(x, 3, seed=0, niter=20, gpu=False)
+        before, after = [r.getMessage() for r in caplog.records if r.name == "imgselect.selection.kmeans"]
+        assert before == "K-means: K=3 on 150 x 2, 20 iterations, every point, random seeding, CPU"
+        assert after.startswith("K-means: done in ") and " iterations/s); objective " in after
+        assert after.endswith(f"; final {res.objective:.4g}")
+        caplog.clear()
+        kmeans(x, 3, seed=0, nredo=2, max_points_per_centroid=10, init="kmeans++", gpu=False)
+        before, after = [r.getMessage() for r in caplog.records if r.name == "imgselect.selection.kmeans"]
+        assert "x 2 runs, a sample of 30 points, K-means++ seeding" in before
+        assert "objective on the 30-point sample " in after and "(best of 2 runs)" in after
+        assert after.endswith(" on all 150 points")
+
+    def test_objective_summary(self) -> None:
+        history = np.array([100.0, 50.0, 40.0])
+        assert (
+            objective_summary(history, 39.0, niter=3, nredo=1, n_train=150, n=150)
+            == "objective 100 -> 40, the last of 3 iterations changed it by -20%; final 39"
+        )
+        assert (
+            objective_summary(history, 39.0, niter=20, nredo=1, n_train=150, n=150)
+            == "objective 100 -> 40, converged after 3 of 20 iterations; final 39"
+        )
+        assert (
+            objective_summary(None, 39.0, niter=20, nredo=3, n_train=30, n=150)
+            == "best of 3 runs, final objective 39 on all 150 points"
+        )
 
     def test_objective_is_sum_of_squared_distances(self) -> None:
         x, _ = three_blobs()

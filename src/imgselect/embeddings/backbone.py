@@ -11,6 +11,8 @@ import torch
 from torch.nn import functional as F
 
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.progress import Progress
+from imgselect.runtime import is_rank_zero
 from imgselect.weights import read_state_dict
 
 log = logging.getLogger(__name__)
@@ -109,8 +111,6 @@ class BackboneEmbedding:
 
     @torch.no_grad()
     def compute(self, ctx: EmbedContext) -> EmbedOutput:
-        from rich.progress import track
-
         torch.manual_seed(ctx.seed)
         device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available() else
                               "cpu" if self.device == "auto" else self.device)  # fmt: skip
@@ -119,12 +119,16 @@ class BackboneEmbedding:
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         images = ctx.pool.images
         out = []
-        for i in track(range(0, len(images), self.batch_size), description=f"Embedding pool ({self.model})"):
-            x = images[i : i + self.batch_size].to(device).float().div_(255.0)
-            if self.image_size and x.shape[-1] != self.image_size:
-                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            out.append(net(x).float().cpu())
+        with Progress(len(images), f"Embedding pool ({self.model})", "images", enabled=is_rank_zero()) as bar:
+            for i in range(0, len(images), self.batch_size):
+                x = images[i : i + self.batch_size].to(device).float().div_(255.0)
+                if self.image_size and x.shape[-1] != self.image_size:
+                    x = F.interpolate(
+                        x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+                    )
+                x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+                out.append(net(x).float().cpu())
+                bar.advance(len(x))
         emb = torch.cat(out).numpy()
         return EmbedOutput(
             embeddings=emb, metrics={"dim": int(emb.shape[1]), "random_init": self.random_init}

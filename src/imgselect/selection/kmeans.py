@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+
+from imgselect.progress import format_duration, format_rate
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,9 @@ def kmeans(
         max_points_per_centroid: FAISS subsamples the training set to ``k * max_points_per_centroid``
             points (its default is 256). ``None`` (our default) trains on every point.
         gpu: ``True``/``False``, or ``"auto"``: GPU when ``faiss.get_num_gpus() > 0``.
-        verbose: let FAISS print one line per iteration.
+        verbose: let FAISS print one line per iteration (to stdout, from C++: not into the job's log).
+            Either way the log gets a line before and one after, with the objective's course
+            (:func:`objective_summary`).
         init: ``"random"``: FAISS's own seeding (``k`` distinct random points), or ``"kmeans++"``:
             :func:`kmeans_plusplus` seeds FAISS's Lloyd iterations (FAISS has no K-means++). With
             ``"kmeans++"`` each of the ``nredo`` runs seeds with ``seed + run``.
@@ -112,29 +117,91 @@ def kmeans(
             min_points_per_centroid=1,  # silences FAISS's "too few points" warning; we handle small clusters
         )
 
+    n_train = min(n, k * max_points_per_centroid) if max_points_per_centroid else n
+    log.info(
+        "K-means: K=%d on %s x %d, %d iterations%s, %s, %s seeding, %s",
+        k,
+        f"{n:,}",
+        d,
+        niter,
+        f" x {nredo} runs" if nredo > 1 else "",
+        "every point" if n_train == n else f"a sample of {n_train:,} points",
+        "K-means++" if init == "kmeans++" else "random",
+        "GPU" if use_gpu else "CPU",
+    )
+    t0 = time.perf_counter()
+    # The objective at each iteration of the run kept (None: FAISS's own restarts, whose histories it
+    # concatenates, and a run may stop early), and the iterations run in all.
+    history: np.ndarray | None
     if init == "random":
         km = make(nredo, seed)
         km.train(x)
+        all_runs = _objectives(km)
+        iterations = len(all_runs)
+        history = all_runs if nredo == 1 else None
     else:
         # FAISS runs nredo times from the same given centroids, so the restarts are ours: one seeding each.
-        best_obj = np.inf
+        best_obj, iterations = np.inf, 0
         for run in range(nredo):
             candidate = make(1, seed + run)
             candidate.train(x, init_centroids=x[kmeans_plusplus(x, k, seed=seed + run)])
-            history = candidate.obj  # the objective after each iteration
-            obj = float(history[-1]) if history is not None and len(history) else np.inf
+            run_history = _objectives(candidate)
+            iterations += len(run_history)
+            obj = float(run_history[-1]) if len(run_history) else np.inf
             if run == 0 or obj < best_obj:
-                km, best_obj = candidate, obj
+                km, best_obj, history = candidate, obj, run_history
     sq_dist, assign = km.index.search(x, 1)
+    seconds = time.perf_counter() - t0
     assignments = assign[:, 0].astype(np.int64)
     sq_distances = np.maximum(sq_dist[:, 0], 0.0).astype(np.float32)
+    objective = float(sq_distances.astype(np.float64).sum())
+    log.info(
+        "K-means: done in %s (%d iterations, %s); %s",
+        format_duration(seconds),
+        iterations,
+        format_rate(iterations, seconds, "iterations"),
+        objective_summary(history, objective, niter, nredo, n_train, n),
+    )
     return KMeansResult(
         centroids=np.asarray(km.centroids, dtype=np.float32),
         assignments=assignments,
         sq_distances=sq_distances,
-        objective=float(sq_distances.astype(np.float64).sum()),
+        objective=objective,
         device="gpu" if use_gpu else "cpu",
     )
+
+
+def _objectives(km: Any) -> np.ndarray:
+    """FAISS's objective at each iteration it ran (of all its restarts, one after the other)."""
+    return np.asarray(km.obj if km.obj is not None else [], dtype=np.float64)
+
+
+def objective_summary(
+    history: np.ndarray | None, final: float, niter: int, nredo: int, n_train: int, n: int
+) -> str:
+    """The course of the K-means objective (sum of squared distances) in words, as a convergence hint.
+
+    From ``history``, FAISS's objective at each iteration of the run kept (its assignment step, over the
+    ``n_train`` points it trained on): the first and last value, and how much the last iteration still
+    lowered it (near 0 %: the centroids stopped moving; a few %: more iterations would help). FAISS stops a
+    run early once an iteration leaves the objective unchanged: then "converged after i of niter". Always:
+    ``final``, the objective over all ``n`` points after the last update. ``history=None`` (FAISS's own
+    restarts, ``nredo > 1``, whose per-run histories cannot be told apart) gives only ``final``.
+    """
+    over = f" on all {n:,} points" if n_train < n else ""
+    if history is None or len(history) == 0:
+        best = f"best of {nredo} runs, " if nredo > 1 else ""
+        return f"{best}final objective {final:.4g}{over}"
+    sample = f" on the {n_train:,}-point sample" if n_train < n else ""
+    text = f"objective{sample} {history[0]:.4g} -> {history[-1]:.4g}"
+    if len(history) < niter:
+        text += f", converged after {len(history)} of {niter} iterations"
+    elif len(history) >= 2 and history[-2] > 0:
+        change = 100 * (history[-1] - history[-2]) / history[-2]
+        text += f", the last of {len(history)} iterations changed it by {change:+.2g}%"
+    if nredo > 1:
+        text += f" (best of {nredo} runs)"
+    return f"{text}; final {final:.4g}{over}"
 
 
 def kmeans_plusplus(

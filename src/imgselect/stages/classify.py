@@ -162,9 +162,9 @@ def classifier_stage(
                 plan, trainers, f"classifier_fold{i}", n_classes,
                 images[train_mask], y[train_mask], plan.epochs, held,
             )  # fmt: skip
-            val_probs.append(_predict(model, val.images, f"Fold {i}: validation"))
+            val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
             if rest_images is not None:
-                rest_probs.append(_predict(model, rest_images, f"Fold {i}: unlabeled pool"))
+                rest_probs.append(_predict(model, rest_images, f"Predicting unlabeled pool (fold {i})"))
     before = np.mean(val_probs, axis=0)
     out["before"] = classification_metrics(before, val_labels, plan.positive_class)
     log.info(
@@ -196,7 +196,7 @@ def classifier_stage(
             final = train_classifier(
                 plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
             )
-            after = _predict(final, val.images, "Final: validation")
+            after = _predict(final, val.images, "Predicting validation (final model)")
         out["after"] = classification_metrics(after, val_labels, plan.positive_class)
         matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
         log.info(
