@@ -97,6 +97,37 @@ def test_budget_over_pool_is_a_clear_error(compose_cfg: Callable[..., DictConfig
         run(compose_cfg(*SELECT_ONLY, "selector=random", "budget=301"))
 
 
+def test_settings_that_cannot_work_fail_before_the_autoencoder_trains(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    """Issue 11: budget over the pool (and folds over budget) failed only after the autoencoder had trained."""
+    import pytest
+
+    for overrides, message in (
+        (("~classifier", "budget=301"), r"budget=301 exceeds the pool"),
+        (("budget=4", "folds=5"), r"folds=5 exceeds budget=4"),
+    ):
+        cfg = compose_cfg(*TINY, "selector=ae", *overrides)
+        with pytest.raises(ValueError, match=message):
+            run(cfg)
+        out = Path(cfg.paths.output_dir)
+        assert not (out / "autoencoder").exists() and not (out / "embeddings.npy").exists()
+        assert not (Path(cfg.paths.cache_dir) / "embeddings").exists()
+
+
+def test_autoencoder_cache_key_sees_the_training_batch(compose_cfg: Callable[..., DictConfig]) -> None:
+    """Issue 11: data.batch_size (the autoencoder's training batch) was missing from its cache key."""
+    from hydra.utils import instantiate
+
+    from imgselect.cache import cache_key
+
+    keys = {
+        cache_key(**instantiate(compose_cfg(*TINY, f"data.batch_size={b}").embedding).settings())
+        for b in (32, 64)
+    }
+    assert len(keys) == 2
+
+
 def test_whole_job_result_json(compose_cfg: Callable[..., DictConfig]) -> None:
     """pool -> autoencoder -> selection -> labels -> 2 fold classifiers -> pseudo-labels -> final -> metrics."""
     cfg = compose_cfg(*TINY, "folds=2", "budget=20")
