@@ -20,7 +20,7 @@ from imgselect.csvfiles import formula_safe, read_csv_rows
 from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
-SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule"]
+SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule", "score"]
 
 
 @contextmanager
@@ -76,8 +76,9 @@ def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[st
 
     def rows() -> Iterator[Sequence[object]]:
         yield SELECTION_COLUMNS
+        scores = selection.score if selection.score is not None else np.full(len(selection), np.nan)
         for i, idx in enumerate(selection.indices):
-            dist = float(selection.distance[i])
+            dist, score = float(selection.distance[i]), float(scores[i])
             yield [
                 int(idx),
                 ids[int(idx)],
@@ -85,6 +86,7 @@ def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[st
                 "" if math.isnan(dist) else f"{dist:.6g}",
                 int(selection.cluster_size[i]),
                 selection.rule[i],
+                "" if math.isnan(score) else f"{score:.6g}",  # the rule's own number (typicality, ...)
             ]
 
     write_csv_atomic(path, rows())

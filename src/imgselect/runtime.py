@@ -211,7 +211,10 @@ class _DropTips(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """One line per message: Lightning's own console handlers duplicate Hydra's, so defer to Hydra's."""
+    """One line per message: Lightning's own console handlers duplicate Hydra's, so defer to Hydra's. FAISS's
+    loader reports at INFO each CPU instruction set it could not load (a traceback-like line per try):
+    only its warnings are kept."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     root_has_handlers = bool(logging.getLogger().handlers)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)

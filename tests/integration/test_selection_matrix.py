@@ -48,6 +48,13 @@ def test_every_selector_with_every_embedding(
             # computed by the first selector that needed it, then read from the cache
             first = not any(s != "random" for s in chosen)
             assert info["cache_hit"] is not first, (selector, info)
+        rows = read_selection_csv(Path(cfg.paths.output_dir) / "selection.csv")
+        # the rule's own number is written for the rules that have one (typicality, coverage, distance)
+        scored = [r["score"] != "" for r in rows]
+        if selector == "typiclust":
+            assert all(scored)
+        elif selector in ("ae", "ae_centroid", "random"):
+            assert not any(scored)
         chosen[selector] = idx
     # the rules differ: not every selector picks the same images
     assert len({tuple(sorted(v)) for v in chosen.values()}) >= len(chosen) - 1
