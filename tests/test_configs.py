@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,20 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     else:
         assert cfg.data.pool_limit == 1000 and cfg.pseudo.size == 100
     assert cfg.selector._target_.endswith("KMeansSelector") and cfg.folds == 3
+
+
+def test_job_hash_ignores_where_the_job_lives(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    """A moved checkout or sweep folder resumes: paths (and what is built from them) are not in the hash."""
+    from imgselect.jobs import config_hash
+
+    def job(*overrides: str) -> DictConfig:
+        cfg = compose_cfg(*overrides)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    here = job()
+    moved = job(f"paths.output_dir={tmp_path / 'elsewhere'}", f"paths.root_dir={tmp_path}", "cache=false")
+    assert moved.logger.save_dir != here.logger.save_dir  # the resolved paths do differ ...
+    assert config_hash(moved) == config_hash(here)  # ... the job does not
+    assert config_hash(job("budget=7")) != config_hash(here)

@@ -170,7 +170,8 @@ def test_ddp_relaunch_is_refused_where_jobs_run_in_workers(
         cfg.hydra.mode = RunMode.MULTIRUN
     HydraConfig.instance().set_config(cfg)
     prepare_ddp_relaunch("ddp", tmp_path, 2)
-    assert sys.argv == ["worker", "trainer=ddp", "budget=7"]
+    # the job's config name travels with its overrides (a flag, not an override)
+    assert sys.argv == ["worker", "--config-name=train", "trainer=ddp", "budget=7"]
     assert HydraConfig.get().run.dir == str(tmp_path)
 
 

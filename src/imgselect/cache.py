@@ -83,8 +83,13 @@ def link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:
         os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    except OSError:  # another filesystem: copy beside the target, then rename (never a partial file)
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 # The cache from the command line: python -m imgselect.cache list|clear

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imgselect.artifacts import atomic_path, write_json_atomic
 from imgselect.cache import cache_key
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change what a job computes: where it writes, whether it may resume, how it shows
 # its progress.
-NOT_HASHED = ("paths", "resume", "progress")
+NOT_HASHED = ("paths", "resume", "progress", "cache", "logger")
 ERROR_FILE = "error.json"
 TRACEBACK_FILE = "error.txt"
 
@@ -42,6 +42,12 @@ FAILED: list[str] = []
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of the job's resolved config without :data:`NOT_HASHED` keys: the same job, the same hash,
     wherever its folder is."""
+    cfg = cfg.copy()
+    # every value built from a path (data.data_dir, a logger's save_dir, ...) hashes as the path's name, not
+    # the folder it resolves to here: a moved checkout or sweep folder resumes as it was
+    paths = cfg.get("paths") or {}
+    with open_dict(cfg):
+        cfg.paths = {str(k): f"<paths.{k}>" for k in paths}
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     return cache_key(**{str(k): v for k, v in container.items() if k not in NOT_HASHED})
@@ -89,7 +95,7 @@ def run_job(cfg: DictConfig, run: Callable[[DictConfig], float | None]) -> float
         if is_rank_zero():
             out.mkdir(parents=True, exist_ok=True)
             with atomic_path(out / TRACEBACK_FILE) as tmp:
-                tmp.write_text(traceback.format_exc())
+                tmp.write_text(traceback.format_exc(), encoding="utf-8")
             write_json_atomic(
                 out / ERROR_FILE,
                 {

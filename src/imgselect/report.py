@@ -197,14 +197,14 @@ def write_table1(
         # a selection-only sweep (~classifier): no F1 to tabulate, so say what each job chose
         lines = [
             "# Selections of the sweep",
-            *lines[1:4],
+            *lines[1 : next(i for i, line in enumerate(lines) if line.startswith("| Selector | Training"))],
             "No classifier ran in these jobs (`~classifier`): the selections they made.",
             "",
         ]
         lines += selection_summary(results)
     paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "png": out_dir / "table1.png"}
     with atomic_path(paths["md"]) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_csv_atomic(paths["csv"], [["selector", "phase", "budget", "metric", "mean", "std", "n"], *rows])
     if cells:
         _plot(paths["png"], cells, selectors, budgets, metric)
@@ -220,12 +220,12 @@ def selection_summary(results: list[dict[str, Any]]) -> list[str]:
         "| Selector | Embedding | Budget | Seed | Classes covered | Largest class |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(results, key=lambda r: (selector_label(r), r["budget"], r["seed"])):
+    for r in sorted(results, key=lambda r: (row_label(r), r["budget"], r["seed"])):
         hist = r.get("selected_class_histogram") or {}
         covered = f"{sum(v > 0 for v in hist.values())} of {len(hist)}" if hist else "no pool labels"
         largest = max(hist.items(), key=lambda kv: kv[1]) if hist else None
         lines.append(
-            f"| {selector_label(r)} | {r.get('embedding') or '-'} | {r['budget']} | {r['seed']} | {covered} | "
+            f"| {row_label(r)} | {r.get('embedding') or '-'} | {r['budget']} | {r['seed']} | {covered} | "
             + (f"{largest[0]} ({largest[1]})" if largest else "")
             + " |"
         )

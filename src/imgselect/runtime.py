@@ -163,7 +163,14 @@ def prepare_ddp_relaunch(strategy: str | None, out_dir: Path, devices: Any = Non
             f"which hydra/launcher={choice} cannot do (its jobs run in worker processes): use "
             "hydra/launcher=slurm (one SLURM task per device), the default launcher, or one device per job"
         )
-    sys.argv = [sys.argv[0], *hc.overrides.task]
+    # the job's own overrides, and the config it was composed from (--config-name / --config-dir are flags,
+    # not overrides: without them the other ranks would compose train.yaml)
+    config_dirs = [
+        f"--config-dir={source.path}"
+        for source in hc.runtime.config_sources
+        if source.provider == "command-line" and source.schema == "file"
+    ]
+    sys.argv = [sys.argv[0], f"--config-name={hc.job.config_name}", *config_dirs, *hc.overrides.task]
     run_node: Any = HydraConfig.instance().cfg.hydra.run  # type: ignore[union-attr]
     with read_write(run_node), open_dict(run_node):
         run_node.dir = str(out_dir)

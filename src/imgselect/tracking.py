@@ -38,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from imgselect.artifacts import read_selection_csv
 from imgselect.jobs import metric_of
 from imgselect.pool import ImageSet
 from imgselect.runtime import is_rank_zero
@@ -305,9 +306,8 @@ class WandbTracker:
         knows it) its class."""
         import wandb
 
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        columns = [
+        rows = read_selection_csv(path)  # formula-safe cells restored: the real ids
+        columns: list[str | int] = [
             "pick",
             "image",
             *(["label"] if pool.labels is not None else []),
@@ -370,7 +370,7 @@ class WandbTracker:
 
 def csv_table(path: Path) -> tuple[list[Any], list[list[Any]]]:
     """A CSV file as table columns and rows, numbers as numbers."""
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows:
         return [], []

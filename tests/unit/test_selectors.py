@@ -744,3 +744,20 @@ class TestSelectionAndProtocol:
         assert sel.indices.min() >= 0 and sel.indices.max() < 60
         assert len(sel.rule) == len(sel.cluster) == len(sel.distance) == len(sel.cluster_size) == 6
         assert sel.score is not None and sel.score.shape == (6,)
+
+
+def test_kmeans_plusplus_never_repeats_a_centre_on_a_duplicate_heavy_pool() -> None:
+    """6 distinct points, 20 copies each, k = 12: a centre's own rounding leftover must not be drawn again
+    (before the fix 89 of 200 seeds returned a repeated index)."""
+    base = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32) * 3
+    x = np.repeat(base, 20, axis=0)
+    for seed in range(200):
+        idx = kmeans_plusplus(x, 12, seed=seed, variance=1.0)
+        assert len(np.unique(idx)) == 12, seed
+
+
+def test_kmeans_rejects_zero_iterations_or_runs() -> None:
+    x = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    for kwargs in ({"nredo": 0}, {"niter": 0}):
+        with pytest.raises(ValueError, match="niter >= 1 and nredo >= 1"):
+            kmeans(x, 3, gpu=False, init="kmeans++", **kwargs)

@@ -13,6 +13,7 @@ import torch
 
 from imgselect.callbacks import EmbeddingCallback
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ class AutoencoderEmbedding:
         t0 = time.perf_counter()
         trainer.fit(model, datamodule=ctx.datamodule)
         fit_s = time.perf_counter() - t0
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("ae/")}
+        # training metrics only: the validation loss depends on the validation set, which is not in the cache
+        # key, so a later cache hit must not report it as its own
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("ae/train")}
         ckpt = ctx.out_dir / "autoencoder.ckpt"
+        if is_rank_zero():
+            # may be a hard link into the cache (an earlier job in this folder): never write through it
+            ckpt.unlink(missing_ok=True)
         trainer.save_checkpoint(ckpt, weights_only=True)  # every process calls it (a barrier); rank 0 writes
         files = [ckpt] + [p for p in [Path(ctx.out_dir) / "reconstructions.png"] if p.exists()]
         return EmbedOutput(

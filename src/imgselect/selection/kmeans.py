@@ -98,7 +98,11 @@ def kmeans(
         raise ValueError(f"K-means needs 1 <= k <= n, got k={k} for n={n} points")
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x).all(axis=1)).sum())
-        raise ValueError(f"{bad} of {n} embeddings contain NaN or inf; check the autoencoder's training loss")
+        raise ValueError(
+            f"{bad} of {n} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
+        )
+    if niter < 1 or nredo < 1:
+        raise ValueError(f"K-means needs niter >= 1 and nredo >= 1, got niter={niter}, nredo={nredo}")
     if init not in ("random", "kmeans++"):
         raise ValueError(f"init={init!r} is not a K-means initialisation; use 'random' or 'kmeans++'")
     use_gpu = faiss_gpu_available() if gpu == "auto" else bool(gpu)
@@ -260,6 +264,9 @@ def kmeans_plusplus(
     centres = np.empty(k, dtype=np.int64)
     centres[0] = rng.integers(m)
     closest = np.maximum(sq_norms - 2.0 * (xs @ xs[centres[0]]) + sq_norms[centres[0]], 0.0)
+    # A centre's own weight must be exactly 0, not the rounding leftover of |x|² - 2x·x + |x|², or it can be
+    # drawn again (duplicate-heavy pools did: the same index twice).
+    closest[centres[0]] = 0.0
     chosen = np.zeros(m, dtype=bool)
     chosen[centres[0]] = True
     for c in range(1, k):
@@ -282,6 +289,7 @@ def kmeans_plusplus(
         centres[c] = candidates[best]
         chosen[centres[c]] = True
         closest = np.ascontiguousarray(dist[:, best])
+        closest[centres[c]] = 0.0
     return sample[centres].astype(np.int64)
 
 

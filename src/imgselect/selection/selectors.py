@@ -73,7 +73,7 @@ class Selector(Protocol):
         pick: the per-image rule (``uniform``, ``random``, ``centroid``, ``typical``, ``coverage``,
             ``farthest``).
         budget: number of images it picks.
-        requires_embeddings: whether :meth:`select` needs pool embeddings (an autoencoder is trained
+        requires_embeddings: whether :meth:`select` needs pool embeddings (embeddings are computed
             only when it does).
     """
 
@@ -116,7 +116,7 @@ def check_embeddings(embeddings: np.ndarray | None, n_pool: int, selector: str) 
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x).all(axis=1)).sum())
         raise ValueError(
-            f"{bad} of {n_pool} embeddings contain NaN or inf; check the autoencoder's training loss"
+            f"{bad} of {n_pool} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
         )
     return x
 
@@ -226,7 +226,9 @@ class KMeansSelector:
     ) -> Selection:
         """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster; ``n_classes`` is ignored."""
         if embeddings is None:
-            raise ValueError("the K-means selector needs pool embeddings; train the autoencoder first")
+            raise ValueError(
+                "the K-means selector needs pool embeddings (set an embedding: embedding=pixels, ...)"
+            )
         if len(embeddings) != n_pool:
             raise ValueError(f"got {len(embeddings)} embeddings for a pool of {n_pool} images")
         check_budget(self.budget, n_pool, source)
