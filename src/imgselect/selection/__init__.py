@@ -1,7 +1,14 @@
 """Selection: FAISS K-means and neighbour search on embeddings, pick rules, and the selectors built on them."""
 
 from imgselect.selection.kcenter import KCenterSelector, farthest_first
-from imgselect.selection.kmeans import KMeansInit, KMeansResult, faiss_gpu_available, kmeans, kmeans_plusplus
+from imgselect.selection.kmeans import (
+    KMeansInit,
+    KMeansOptions,
+    KMeansResult,
+    faiss_gpu_available,
+    kmeans,
+    kmeans_plusplus,
+)
 from imgselect.selection.neighbors import (
     TooManyNeighbors,
     knn,
@@ -34,6 +41,7 @@ __all__ = [
     "SELECTORS",
     "KCenterSelector",
     "KMeansInit",
+    "KMeansOptions",
     "KMeansResult",
     "KMeansSelector",
     "ProbCoverSelector",

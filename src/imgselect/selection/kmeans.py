@@ -47,6 +47,32 @@ class KMeansResult:
         return np.bincount(self.assignments, minlength=len(self.centroids))
 
 
+@dataclass(frozen=True)
+class KMeansOptions:
+    """How a selector runs :func:`kmeans`: the K-means keys of its config (``niter``, ``nredo``, ``seed``,
+    ``max_points_per_centroid``, ``gpu``, ``init``), held once and used by :meth:`run`."""
+
+    niter: int = 20
+    nredo: int = 1
+    seed: int = 0
+    max_points_per_centroid: int | None = None
+    gpu: bool | str = "auto"
+    init: KMeansInit = "random"
+
+    def run(self, x: np.ndarray, k: int) -> KMeansResult:
+        """:func:`kmeans` of ``x`` into ``k`` clusters with these options."""
+        return kmeans(
+            x,
+            k,
+            niter=self.niter,
+            nredo=self.nredo,
+            seed=self.seed,
+            max_points_per_centroid=self.max_points_per_centroid,
+            gpu=self.gpu,
+            init=self.init,
+        )
+
+
 def faiss_gpu_available() -> bool:
     """True when the installed ``faiss`` was built with GPU support and sees at least one GPU."""
     import faiss

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from imgselect.selection.kcenter import farthest_first
-from imgselect.selection.kmeans import KMeansInit, kmeans
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.neighbors import (
     TooManyNeighbors,
     estimate_pairs,
@@ -161,12 +161,9 @@ class ProbCoverSelector:
         self.purity_clusters = purity_clusters
         self.normalize = normalize
         self.max_edges = max_edges
-        self.niter = niter
-        self.nredo = nredo
         self.seed = seed
-        self.max_points_per_centroid = max_points_per_centroid
         self.gpu = gpu
-        self.init: KMeansInit = init
+        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
         self.name = name
 
     def select(
@@ -278,16 +275,7 @@ class ProbCoverSelector:
                 f"the purity rule needs 2 <= K <= {len(x)} clusters (pool of {source}), got K={k}; "
                 f"set purity_clusters or delta"
             )
-        res = kmeans(
-            x,
-            k,
-            niter=self.niter,
-            nredo=self.nredo,
-            seed=self.seed,
-            max_points_per_centroid=self.max_points_per_centroid,
-            gpu=self.gpu,
-            init=self.init,
-        )
+        res = self.kmeans.run(x, k)
         if len(np.unique(res.assignments)) < 2:
             raise ValueError(
                 f"the purity K-means (K={k}) put every embedding of {source} in one cluster; set delta"

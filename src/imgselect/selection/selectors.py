@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, kmeans
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,8 @@ class KMeansSelector:
         self.budget = budget
         self.pick: str = pick
         self.name = name
-        self.init: KMeansInit = init
-        self.niter = niter
-        self.nredo = nredo
         self.seed = seed
-        self.max_points_per_centroid = max_points_per_centroid
-        self.gpu = gpu
+        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
 
     def select(
         self,
@@ -225,31 +221,17 @@ class KMeansSelector:
         n_classes: int | None = None,
     ) -> Selection:
         """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster; ``n_classes`` is ignored."""
-        if embeddings is None:
-            raise ValueError(
-                "the K-means selector needs pool embeddings (set an embedding: embedding=pixels, ...)"
-            )
-        if len(embeddings) != n_pool:
-            raise ValueError(f"got {len(embeddings)} embeddings for a pool of {n_pool} images")
+        x = check_embeddings(embeddings, n_pool, "K-means")
         check_budget(self.budget, n_pool, source)
         k = self.budget
         notes: list[str] = []
-        n_distinct = len(np.unique(np.asarray(embeddings, dtype=np.float32), axis=0))
+        n_distinct = len(np.unique(x, axis=0))
         if n_distinct < k:
             notes.append(
                 f"the pool has only {n_distinct} distinct embeddings for budget={k}: "
                 f"duplicate images will be picked to fill the budget"
             )
-        res = kmeans(
-            embeddings,
-            k,
-            niter=self.niter,
-            nredo=self.nredo,
-            seed=self.seed,
-            max_points_per_centroid=self.max_points_per_centroid,
-            gpu=self.gpu,
-            init=self.init,
-        )
+        res = self.kmeans.run(x, k)
         sizes = res.cluster_sizes
         if self.pick == "random":
             per_cluster = pick_random(res.assignments, k, np.random.default_rng(self.seed))

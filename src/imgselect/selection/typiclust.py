@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, kmeans
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.neighbors import knn
 from imgselect.selection.picks import cluster_members
 from imgselect.selection.selectors import Selection, check_budget, check_embeddings
@@ -96,12 +96,8 @@ class TypiClustSelector:
         self.budget = budget
         self.k_neighbors = k_neighbors
         self.min_cluster_size = min_cluster_size
-        self.niter = niter
-        self.nredo = nredo
-        self.seed = seed
-        self.max_points_per_centroid = max_points_per_centroid
         self.gpu = gpu
-        self.init: KMeansInit = init
+        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
         self.name = name
 
     def select(
@@ -116,16 +112,7 @@ class TypiClustSelector:
         x = check_embeddings(embeddings, n_pool, "TypiClust")
         check_budget(self.budget, n_pool, source)
         k = self.budget
-        res = kmeans(
-            x,
-            k,
-            niter=self.niter,
-            nredo=self.nredo,
-            seed=self.seed,
-            max_points_per_centroid=self.max_points_per_centroid,
-            gpu=self.gpu,
-            init=self.init,
-        )
+        res = self.kmeans.run(x, k)
         sizes = res.cluster_sizes
         members = cluster_members(res.assignments, k)
         typ = np.zeros(n_pool)

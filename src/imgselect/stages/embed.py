@@ -32,13 +32,16 @@ class EmbeddingResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def embedding_cache_key(embedding: Embedding, pool_fingerprint: str, seed: int, precision: str | None) -> str:
-    """Key of an embedding: the pool's pixels and ids, the embedding and its settings, and — for trained or
-    randomly initialised networks — the seed and the training precision."""
+def embedding_cache_key(
+    embedding: Embedding, settings: dict[str, Any], pool_fingerprint: str, seed: int, precision: str | None
+) -> str:
+    """Key of an embedding: the pool's pixels and ids, the embedding and its ``settings()`` (computed once by
+    the caller: a backbone's hashes its weights file), and — for trained or randomly initialised networks —
+    the seed and the training precision."""
     return cache_key(
         pool=pool_fingerprint,
         embedding=embedding.name,
-        settings=embedding.settings(),
+        settings=settings,
         seed=seed if embedding.seeded else None,
         precision=precision if embedding.seeded else None,
     )
@@ -54,10 +57,11 @@ def embed_stage(
     """Embed the pool with ``embedding`` or load the vectors from the cache; rank 0 writes
     ``embeddings.npy`` and ``embeddings.ids.txt`` into the job folder for reuse (``embedding=file``)."""
     pool = ctx.pool
-    info: dict[str, Any] = {"name": embedding.name, "settings": embedding.settings()}
+    settings = embedding.settings()
+    info: dict[str, Any] = {"name": embedding.name, "settings": settings}
     entry: CacheEntry | None = None
     if embedding.cacheable:
-        key = embedding_cache_key(embedding, pool.fingerprint(), ctx.seed, ctx.trainers.precision)
+        key = embedding_cache_key(embedding, settings, pool.fingerprint(), ctx.seed, ctx.trainers.precision)
         entry = CacheEntry(cache_root, f"embeddings/{embedding.name}", key, [EMBEDDINGS, META])
         info.update(cache_key=key, cache_dir=str(entry.path))
     out = Path(ctx.out_dir)
