@@ -4,6 +4,7 @@ Fashion-MNIST files, and Hydra config composition with every path pointed into a
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,25 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_command(tmp_path: Path, fmnist_dir: Path, *overrides: str) -> list[str]:
+    """`python train.py -m <overrides>` on a tiny pool (200 images, 40 for validation) with every path under
+    ``tmp_path``; the sweep goes to ``tmp_path/sweep``."""
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        *overrides,
+        "data.pool_limit=200",
+        "data.val_limit=40",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={fmnist_dir.parent}",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    ]
+
+
 CONF = ROOT / "conf"
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from imgselect.artifacts import read_selection_csv
-from tests.conftest import ROOT
+from tests.conftest import sweep_command
 
 
 def multirun(
@@ -20,20 +19,7 @@ def multirun(
 ) -> subprocess.CompletedProcess[str]:
     """Run `python train.py -m <overrides>` on a tiny pool with every path under ``tmp_path``; the sweep goes to
     ``tmp_path/sweep``."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "-m",
-        *overrides,
-        "experiment=cpu",
-        "data.pool_limit=200",
-        "data.val_limit=40",
-        "autoencoder.epochs=1",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.data_dir={fmnist_dir.parent}",
-        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-    ]
+    cmd = sweep_command(tmp_path, fmnist_dir, *overrides, "experiment=cpu", "autoencoder.epochs=1")
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})}
     )
@@ -121,20 +107,7 @@ def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir:
 
 def _sweep_cmd(tmp_path: Path, fmnist_dir: Path, *overrides: str) -> list[str]:
     """A fast sweep (random selector, selection only) writing every path under ``tmp_path``."""
-    return [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "-m",
-        "selector=random",
-        "~classifier",
-        *overrides,
-        "data.pool_limit=200",
-        "data.val_limit=40",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.data_dir={fmnist_dir.parent}",
-        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-    ]
+    return sweep_command(tmp_path, fmnist_dir, "selector=random", "~classifier", *overrides)
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, fmnist_dir: Path) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from omegaconf import DictConfig
 
 from imgselect.artifacts import read_selection_csv
 from imgselect.pipeline import run
-from tests.conftest import ROOT, SELECT_ONLY, TINY
+from tests.conftest import ROOT, SELECT_ONLY, TINY, sweep_command
 
 _BLOCK = 32768  # the log's block size; a record header is 7 bytes: crc32 (4), length (2), type (1)
 _FULL, _FIRST, _LAST = 1, 2, 4
@@ -141,22 +140,15 @@ def test_sweep_one_run_per_job_in_one_group_and_a_summary_run(
     """3 jobs (the first fails: budget over the pool) -> 3 runs of group ``sweep``, each finished, and a
     summary run with the jobs and Table 1."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "-m",
+        sweep_command(
+            tmp_path,
+            fmnist_dir,
             "logger=wandb",
             "logger.tags=[smoke]",
             "selector=random",
             "~classifier",
             "budget=100000,5,8",
-            "data.pool_limit=200",
-            "data.val_limit=40",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            f"paths.data_dir={fmnist_dir.parent}",
-            "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=600,
