@@ -51,19 +51,14 @@ def classifier_plan(cfg: DictConfig) -> ClassifierPlan | None:
     if not has_classifier(cfg):
         return None
     ccfg = cfg.classifier
-    pseudo_size = int(cfg.pseudo.size)
-    if pseudo_size < 0:
-        raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
-    if int(cfg.folds) < 1:
-        raise ValueError(f"folds={cfg.folds} must be at least 1")
-    return ClassifierPlan(
+    return ClassifierPlan(  # folds and pseudo.size are checked with the other settings by check_settings
         build=lambda n_classes: instantiate(ccfg, num_classes=n_classes),
         batch_size=int(ccfg.batch_size),
         epochs=int(ccfg.epochs),
         min_steps=int(ccfg.get("min_steps") or 0),
         folds=int(cfg.folds),
         seed=int(cfg.seed),
-        pseudo_size=pseudo_size,
+        pseudo_size=int(cfg.pseudo.size),
         pseudo_epochs=int(cfg.pseudo.epochs),
         positive_class=int(cfg.positive_class),
         labeler=instantiate(cfg.labels),
