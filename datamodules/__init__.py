@@ -3,5 +3,6 @@
 from datamodules.fashion_mnist import FashionMNISTDataModule
 from datamodules.folder import FolderDataModule
 from datamodules.pool import PoolDataModule
+from datamodules.video import VideoDataModule
 
-__all__ = ["FashionMNISTDataModule", "FolderDataModule", "PoolDataModule"]
+__all__ = ["FashionMNISTDataModule", "FolderDataModule", "PoolDataModule", "VideoDataModule"]

@@ -21,7 +21,7 @@ import torch
 
 from datamodules.images import resize_uint8
 from datamodules.pool import PoolDataModule
-from imgselect.pool import ImageSet
+from imgselect.pool import ImageSet, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class FashionMNISTDataModule(PoolDataModule):
             ids=[f"{split}:{i}" for i in keep],
             labels=remap[labels[keep]],
             source=f"Fashion-MNIST {split} split ({self.data_dir})",
+            hashes=[content_hash(images[i].tobytes()) for i in keep],  # the original 28x28 pixels
         )
 
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:

@@ -56,6 +56,36 @@ def _class_subfolders(root: Path, what: str) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
+def validation_listing(path: Path) -> tuple[list[Path], list[str]]:
+    """A labeled validation set's files and class names: a CSV of ``path,label`` or one subfolder per class."""
+    if path.is_file():
+        return read_labeled_csv(path)
+    if path.is_dir():
+        return _class_subfolders(path, "validation folder")
+    raise FileNotFoundError(
+        f"validation set {path} does not exist: give a folder with one subfolder per class or a CSV of path,label"
+    )
+
+
+def load_validation(path: Path, class_names: list[str], image_size: int, num_threads: int) -> ImageSet:
+    """Decode a labeled validation set (see :func:`validation_listing`) whose labels are among ``class_names``."""
+    paths, names = validation_listing(path)
+    unknown = sorted(set(names) - set(class_names))
+    if unknown:
+        raise ValueError(f"validation labels {unknown} in {path} are not among classes={class_names}")
+    index = {c: i for i, c in enumerate(class_names)}
+    images, kept, skipped, _ = load_image_files(
+        paths, image_size, num_threads, f"Decoding validation ({path})"
+    )
+    return ImageSet(
+        images=images,
+        ids=[str(paths[i]) for i in kept],
+        labels=np.array([index[names[i]] for i in kept], dtype=np.int64),
+        source=str(path),
+        skipped=skipped,
+    )
+
+
 class FolderDataModule(PoolDataModule):
     """A pool folder of images (recursive: jpg, png, bmp, webp) and a labeled validation set.
 
@@ -142,14 +172,7 @@ class FolderDataModule(PoolDataModule):
         return paths, names
 
     def _val_listing(self) -> tuple[list[Path], list[str]]:
-        if self.val_path.is_file():
-            return read_labeled_csv(self.val_path)
-        if self.val_path.is_dir():
-            return _class_subfolders(self.val_path, "validation folder")
-        raise FileNotFoundError(
-            f"validation set {self.val_path} does not exist: give a folder with one subfolder per class "
-            f"or a CSV of path,label"
-        )
+        return validation_listing(self.val_path)
 
     def _check_pool_classes(self, pool_names: list[str], class_names: list[str]) -> None:
         """Every pool class must be a task class; checked on the listing, before anything is decoded."""
@@ -166,7 +189,7 @@ class FolderDataModule(PoolDataModule):
 
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
         pool_paths, pool_names = self._pool_listing()
-        val_paths, val_names = self._val_listing()
+        _, val_names = self._val_listing()
         class_names = self.classes or sorted(set(val_names))
         unknown = sorted(set(val_names) - set(class_names))
         if unknown:
@@ -181,7 +204,7 @@ class FolderDataModule(PoolDataModule):
             self._check_pool_classes(pool_names, class_names)
         index = {c: i for i, c in enumerate(class_names)}
 
-        images, kept, skipped = load_image_files(
+        images, kept, skipped, hashes = load_image_files(
             pool_paths, self.image_size, self.num_threads, f"Decoding pool ({self.pool_dir})"
         )
         pool = ImageSet(
@@ -192,6 +215,7 @@ class FolderDataModule(PoolDataModule):
             else np.array([index[pool_names[i]] for i in kept], dtype=np.int64),
             source=str(self.pool_dir),
             skipped=skipped,
+            hashes=hashes,
         )
         if skipped:
             log.warning("%d of %d pool files were unreadable and skipped", len(skipped), len(pool_paths))
@@ -203,14 +227,5 @@ class FolderDataModule(PoolDataModule):
                 ", ".join(f"{c}={n}" for c, n in zip(class_names, counts.tolist(), strict=True)),
             )
 
-        vimages, vkept, vskipped = load_image_files(
-            val_paths, self.image_size, self.num_threads, f"Decoding validation ({self.val_path})"
-        )
-        val = ImageSet(
-            images=vimages,
-            ids=[str(val_paths[i]) for i in vkept],
-            labels=np.array([index[val_names[i]] for i in vkept], dtype=np.int64),
-            source=str(self.val_path),
-            skipped=vskipped,
-        )
+        val = load_validation(self.val_path, class_names, self.image_size, self.num_threads)
         return pool, val, class_names

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from imgselect.pool import content_hash
 from imgselect.progress import track
 from imgselect.runtime import is_rank_zero
 
@@ -65,7 +68,7 @@ def to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(np.clip(scaled, 0, 255)).astype(np.uint8))
 
 
-def decode_image(path: str | Path, size: int) -> np.ndarray:
+def decode_image(path: str | Path | io.BytesIO, size: int) -> np.ndarray:
     """Read any image file as RGB, resized to ``size``×``size``: a ``(3, size, size)`` uint8 array.
 
     16-bit, 32-bit integer and float images are scaled to 8 bits first (see :func:`to_8bit`).
@@ -83,26 +86,35 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+class DecodedFiles(NamedTuple):
+    """What :func:`load_image_files` read: the ``(m, 3, size, size)`` tensor, the positions in ``paths`` of
+    the ``m`` readable files, ``(path, reason)`` for each skipped file and the readable files' content hashes
+    (:func:`imgselect.pool.content_hash` of their bytes)."""
+
+    images: torch.Tensor
+    kept: list[int]
+    skipped: list[tuple[str, str]]
+    hashes: list[str]
+
+
 def load_image_files(
     paths: Sequence[Path],
     size: int,
     num_threads: int = 4,
     description: str = "Decoding images",
-) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
-    """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones.
+) -> DecodedFiles:
+    """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones; each file is read once, for its
+    pixels and its content hash."""
 
-    Returns:
-        ``(images, kept, skipped)``: the ``(m, 3, size, size)`` tensor, the positions in ``paths`` of
-        the ``m`` readable files, and ``(path, reason)`` for each file that was skipped.
-    """
-
-    def one(p: Path) -> np.ndarray | str:
+    def one(p: Path) -> tuple[np.ndarray, str] | str:
         try:
-            return decode_image(p, size)
+            data = Path(p).read_bytes()
+            return decode_image(io.BytesIO(data), size), content_hash(data)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             return f"{type(e).__name__}: {e}"
 
     images: list[np.ndarray] = []
+    hashes: list[str] = []
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=num_threads) as ex:
@@ -113,13 +125,14 @@ def load_image_files(
                 skipped.append((str(paths[i]), r))
                 log.warning("skipping unreadable image %s (%s)", paths[i], r)
             else:
-                images.append(r)
+                images.append(r[0])
+                hashes.append(r[1])
                 kept.append(i)
     if images:
         tensor = torch.from_numpy(np.stack(images))
     else:
         tensor = torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return tensor, kept, skipped
+    return DecodedFiles(tensor, kept, skipped, hashes)
 
 
 def list_images(root: str | Path) -> list[Path]:

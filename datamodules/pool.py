@@ -72,5 +72,7 @@ class PoolDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(ImageTensorDataset(self.pool.images), shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if len(self.val) == 0:  # no validation images (a video pool before any labels): no validation loop
+            return []
         return self._loader(ImageTensorDataset(self.val.images), shuffle=False)

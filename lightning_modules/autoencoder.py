@@ -143,6 +143,8 @@ class AutoencoderModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if batch_idx == 0:  # drawn when there is no validation set (a video pool before any labels)
+            self._train_sample = batch[0][:16]
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -153,6 +155,7 @@ class AutoencoderModule(pl.LightningModule):
 
     def on_train_end(self) -> None:
         sample = getattr(self, "_val_sample", None)
+        sample = sample if sample is not None else getattr(self, "_train_sample", None)
         if self.recon_dir is None or sample is None or not self.trainer.is_global_zero:
             return
         was_training = self.training
