@@ -32,6 +32,7 @@ def sweep_command(tmp_path: Path, fmnist_dir: Path, *overrides: str) -> list[str
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.data_dir={fmnist_dir.parent}",
+        "embedding_map.method=pca",  # t-SNE's seconds per job add up over a suite; its own tests run it
         "hydra.sweep.dir=" + str(tmp_path / "sweep"),
     ]
 
@@ -134,6 +135,7 @@ def compose_cfg(tmp_path: Path, fmnist_dir: Path) -> Callable[..., DictConfig]:
                     f"paths.log_dir={tmp_path / 'logs'}",
                     f"paths.cache_dir={tmp_path / 'cache'}",
                     f"paths.data_dir={fmnist_dir.parent}",
+                    "embedding_map.method=pca",  # t-SNE's seconds per job add up; its own tests run it
                     *overrides,
                 ],
                 return_hydra_config=True,

@@ -29,11 +29,24 @@ def test_groups_are_all_there() -> None:
         "paths",
         "hydra",
         "experiment",
+        "dedup",
+        "labels",
     ):
         assert options(group), group
     assert {"ae", "random", "ae_centroid", "typiclust", "probcover", "kcenter"} <= set(options("selector"))
     assert {"autoencoder", "pixels", "backbone", "file"} <= set(options("embedding"))
     assert {"cpu", "gpu", "ddp"} <= set(options("trainer"))
+    assert {"none", "dhash", "embedding"} <= set(options("dedup"))
+    assert {"oracle", "file"} <= set(options("data")) | set(options("labels"))
+
+
+@pytest.mark.parametrize("name", options("dedup"))
+def test_dedup(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    from imgselect.stages.prepare import dedup_settings
+
+    settings = dedup_settings(compose_cfg(f"dedup={name}").dedup)
+    assert (settings is None) == (name == "none")
+    assert compose_cfg().dedup.method == "none"  # off by default for images and datasets
 
 
 def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -64,14 +77,15 @@ def test_progress_is_a_mode_outside_the_job_hash(compose_cfg: Callable[..., Dict
 
 @pytest.mark.parametrize("name", options("data"))
 def test_data(name: str, compose_cfg: Callable[..., DictConfig], image_folder: dict) -> None:
-    extra = (
-        [f"data.pool_dir={image_folder['pool']}", f"data.val={image_folder['val']}"]
-        if name == "folder"
-        else []
-    )
+    extra = {
+        "folder": [f"data.pool_dir={image_folder['pool']}", f"data.val={image_folder['val']}"],
+        "video": ["data.path=/any/video.mp4"],  # nothing is opened before setup()
+    }.get(name, [])
     cfg = compose_cfg(f"data={name}", "image_size=32", *extra)
     dm = instantiate(cfg.data)
     assert dm.image_size == 32
+    if name == "video":  # the data group turns near-duplicate removal on
+        assert cfg.dedup.method == "dhash"
 
 
 @pytest.mark.parametrize("name", options("autoencoder"))

@@ -14,13 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid, save_image
 
 from imgselect.csvfiles import formula_safe, read_csv_rows
 from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
-SELECTION_COLUMNS = ["pool_index", "image_id", "cluster", "distance", "cluster_size", "rule", "score"]
+# tile: the number drawn on the contact sheet (row n = tile n); content_hash: the key a person's labels use
+SELECTION_COLUMNS = [
+    "tile", "pool_index", "image_id", "content_hash", "cluster", "distance", "cluster_size", "rule", "score",
+]  # fmt: skip
 
 
 @contextmanager
@@ -71,8 +75,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[str]) -> None:
-    """One row per chosen image, in pick order (atomically; formula-safe cells: see :func:`write_csv_atomic`)."""
+def write_selection_csv(
+    path: str | Path, selection: Selection, ids: Sequence[str], hashes: Sequence[str] | None = None
+) -> None:
+    """One row per chosen image, in pick order, numbered from 1 like the contact sheet's tiles (atomically;
+    formula-safe cells: see :func:`write_csv_atomic`)."""
 
     def rows() -> Iterator[Sequence[object]]:
         yield SELECTION_COLUMNS
@@ -80,8 +87,10 @@ def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[st
         for i, idx in enumerate(selection.indices):
             dist, score = float(selection.distance[i]), float(scores[i])
             yield [
+                i + 1,
                 int(idx),
                 ids[int(idx)],
+                hashes[int(idx)] if hashes is not None else "",
                 int(selection.cluster[i]),
                 "" if math.isnan(dist) else f"{dist:.6g}",
                 int(selection.cluster_size[i]),
@@ -93,11 +102,12 @@ def write_selection_csv(path: str | Path, selection: Selection, ids: Sequence[st
 
 
 def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -> dict[str, str]:
-    """Write ``selection.csv`` and ``selection.png`` (contact sheet of the chosen images); return their paths."""
+    """Write ``selection.csv`` and ``selection.png`` (numbered contact sheet of the chosen images: tile n is
+    row n); return their paths."""
     out_dir = Path(out_dir)
     csv_path = out_dir / "selection.csv"
-    write_selection_csv(csv_path, selection, pool.ids)
-    sheet = save_contact_sheet(out_dir / "selection.png", pool.images[torch.as_tensor(selection.indices)])
+    write_selection_csv(csv_path, selection, pool.ids, pool.hashes)
+    sheet = save_numbered_sheet(out_dir / "selection.png", pool.images[torch.as_tensor(selection.indices)])
     return {"selection_csv": str(csv_path), "contact_sheet": str(sheet)}
 
 
@@ -187,4 +197,42 @@ def save_confusion_matrices(
             fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
+    return path
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def save_numbered_sheet(
+    path: str | Path, images: torch.Tensor, min_side: int = 64, max_images: int = 1024
+) -> Path:
+    """A grid of ``images`` (``(n, 3, h, w)`` uint8) with tile numbers 1..n drawn on them (row-major): tile
+    ``n`` is row ``n`` of ``selection.csv``. Small images are upscaled so they and their numbers stay legible."""
+    images = images[:max_images]
+    if len(images) == 0:
+        raise ValueError("no images to draw")
+    side = int(images.shape[-1])
+    scale = max(1, math.ceil(min_side / side))
+    tile, pad = side * scale, 2
+    ncol = math.ceil(math.sqrt(len(images)))
+    nrow = math.ceil(len(images) / ncol)
+    sheet = Image.new("RGB", (ncol * (tile + pad) + pad, nrow * (tile + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font(max(10, tile // 6))
+    for k, img in enumerate(images):
+        x = pad + (k % ncol) * (tile + pad)
+        y = pad + (k // ncol) * (tile + pad)
+        im = Image.fromarray(img.permute(1, 2, 0).numpy())
+        sheet.paste(im.resize((tile, tile), Image.Resampling.NEAREST), (x, y))
+        label = str(k + 1)
+        box = draw.textbbox((x + 2, y + 1), label, font=font)
+        draw.rectangle((box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), fill="black")
+        draw.text((x + 2, y + 1), label, fill="yellow", font=font)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp)
     return path

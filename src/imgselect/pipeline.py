@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.jobs import config_hash, metric_of
+from imgselect.labeling import write_labeling_files
+from imgselect.labels import FileLabels, Labeler
 from imgselect.progress import set_progress_mode
 from imgselect.result import RunResult
 from imgselect.runtime import (
@@ -34,6 +37,15 @@ from imgselect.selection.selectors import Selector
 from imgselect.settings import check_settings
 from imgselect.stages.classify import ClassifierPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
+from imgselect.stages.prepare import (
+    dedup_settings,
+    find_duplicates,
+    map_settings,
+    pool_info,
+    write_duplicates,
+    write_map,
+    write_pool_files,
+)
 from imgselect.stages.select import select_stage
 from imgselect.tracking import JobTracker, TrackedJob, tracking
 
@@ -61,7 +73,6 @@ def classifier_plan(cfg: DictConfig) -> ClassifierPlan | None:
         pseudo_size=int(cfg.pseudo.size),
         pseudo_epochs=int(cfg.pseudo.epochs),
         positive_class=int(cfg.positive_class),
-        labeler=instantiate(cfg.labels),
     )
 
 
@@ -121,15 +132,30 @@ def run(cfg: DictConfig) -> float | None:
     )
     with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
         selector: Selector = instantiate(cfg.selector)
-        embedding: Embedding | None = instantiate(cfg.embedding) if selector.requires_embeddings else None
+        labeler: Labeler = instantiate(cfg.labels)
+        selecting = selector.budget > 0 or not isinstance(
+            labeler, FileLabels
+        )  # budget=0: train on labels only
+        embedding: Embedding | None = (
+            instantiate(cfg.embedding) if selecting and selector.requires_embeddings else None
+        )
         plan = classifier_plan(cfg)
+        dedup = dedup_settings(cfg.get("dedup"))
+        map_cfg = map_settings(cfg.get("embedding_map"))
+        map_info: dict[str, Any] | None = None
         if tracker is not None:
             tracker.tag(job_tags(selector, embedding, seed))
         with timer("data"):
             dm = instantiate(cfg.data)
             dm.setup()
         pool = dm.pool
-        n_classes = len(dm.class_names)
+        class_names = list(dm.class_names)
+        n_classes = len(class_names)
+        known = labeler.known(pool, class_names)  # a person's labels from earlier rounds (none in benchmarks)
+        duplicates = None
+        if selecting and dedup is not None and dedup.method == "dhash":
+            with timer("dedup"):
+                duplicates = find_duplicates(dedup, pool, None)
         check_settings(  # every setting against the pool and each other, before any training
             budget=selector.budget,
             n_pool=len(pool),
@@ -142,7 +168,13 @@ def run(cfg: DictConfig) -> float | None:
             halvings=len(cfg.embedding.model.channels)
             if embedding is not None and embedding.name == "autoencoder"
             else 0,
+            n_known=len(known),
+            n_excluded=len(np.union1d(known.indices, duplicates.removed_indices() if duplicates else [])),
+            reveals=not isinstance(labeler, FileLabels),
+            n_val=len(dm.val) if dm.val.labels is not None else 0,
         )
+        if is_rank_zero():
+            write_pool_files(out_dir, dm)
 
         embeddings, embedding_info = None, {}
         if embedding is not None:
@@ -151,12 +183,38 @@ def run(cfg: DictConfig) -> float | None:
                 embedding, ctx, cfg.paths.cache_dir, timer, use_cache=bool(cfg.get("cache", True))
             )
             embeddings, embedding_info = emb.embeddings, emb.info
-        with timer("selection"):
-            selection = select_stage(selector, pool, embeddings, n_classes, out_dir)
+        selection = None
+        if selecting:
+            if dedup is not None and dedup.method == "embedding":
+                with timer("dedup"):
+                    duplicates = find_duplicates(dedup, pool, embeddings)
+            exclude = {"labeled": known.indices}
+            if duplicates is not None:
+                exclude["duplicates"] = duplicates.removed_indices()
+                if is_rank_zero():
+                    write_duplicates(out_dir / "duplicates.csv", duplicates, pool)
+            with timer("selection"):
+                selection = select_stage(selector, pool, embeddings, n_classes, out_dir, exclude=exclude)
+            if is_rank_zero():
+                write_labeling_files(out_dir, selection, pool, class_names)
+                if map_cfg is not None:
+                    with timer("embedding_map"):
+                        map_info = write_map(
+                            out_dir, map_cfg, pool, embeddings, selection, known, class_names, seed
+                        )
 
         classifier: dict[str, Any] = {}
         if plan is not None:
-            classifier = classifier_stage(plan, trainers, dm, selection, timer)
+            revealed = labeler.reveal(pool, selection.indices, class_names) if selection is not None else None
+            train = known.plus(revealed) if revealed is not None else known
+            new_picks = (
+                selection.indices if selection is not None and isinstance(labeler, FileLabels) else None
+            )
+            classifier = classifier_stage(plan, trainers, dm, train, timer, predict=new_picks)
+            predictions = classifier.pop("predictions", None)
+            if predictions is not None and selection is not None and is_rank_zero():
+                # the next round's tasks carry this model's guesses as pre-annotations
+                write_labeling_files(out_dir, selection, pool, class_names, predictions)
 
         if not is_rank_zero():
             return None
@@ -164,20 +222,21 @@ def run(cfg: DictConfig) -> float | None:
         if skipped:
             write_csv_atomic(out_dir / "skipped.csv", [("path", "reason"), *skipped])
         timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-        chosen_labels = pool.labels[selection.indices] if pool.labels is not None else None
+        chosen = selection.indices if selection is not None else np.zeros(0, dtype=np.int64)
+        chosen_labels = pool.labels[chosen] if pool.labels is not None else None
         result = RunResult(
             selector=selector.name,
             pick=selector.pick,
             embedding=embedding.name if embedding is not None else None,
-            budget=len(selection),
+            budget=len(chosen),
             seed=seed,
             image_size=int(pool.images.shape[-1]),
             pool_size=len(pool),
             val_size=len(dm.val),
             skipped_files=len(skipped),
-            classes=list(dm.class_names),
+            classes=class_names,
             selected_class_histogram=(
-                {name: int((chosen_labels == c).sum()) for c, name in enumerate(dm.class_names)}
+                {name: int((chosen_labels == c).sum()) for c, name in enumerate(class_names)}
                 if chosen_labels is not None
                 else None
             ),
@@ -185,13 +244,28 @@ def run(cfg: DictConfig) -> float | None:
             pseudo_size=classifier.get("pseudo_size"),
             metrics={"before": classifier.get("before"), "after": classifier.get("after")},
             classifier={k: v for k, v in classifier.items() if k not in ("before", "after")},
-            selection_notes=selection.notes,
-            selection_stats=selection.stats,
+            selection_notes=selection.notes if selection is not None else [],
+            selection_stats=selection.stats if selection is not None else {},
             embedding_info=embedding_info,
             timings_s=timer.seconds,
             versions=versions(),
             output_dir=str(out_dir),
             config_hash=config_hash(cfg),
+            extra={
+                "labels": {
+                    "source": labeler.name,
+                    "known": len(known),
+                    "not_labeled_yet": known.unlabeled,
+                    "notes": known.notes,
+                },
+                **(
+                    {"dedup": {k.removeprefix("dedup_"): v for k, v in duplicates.stats().items()}}
+                    if duplicates is not None
+                    else {}
+                ),
+                **({"embedding_map": map_info} if map_info is not None else {}),
+                **pool_info(dm),
+            },
         )
         result.write(out_dir / "result.json")
         if tracker is not None:

@@ -22,14 +22,20 @@ def check_settings(
     n_classes: int,
     source: str = "the pool",
     halvings: int = 0,
+    n_known: int = 0,
+    n_excluded: int = 0,
+    reveals: bool = True,
+    n_val: int | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the setting, its value and what to do, for settings that cannot work.
 
     Rules:
 
-    - ``1 <= budget <= n_pool`` (:func:`~imgselect.selection.selectors.check_budget`).
+    - ``1 <= budget <= n_pool - n_excluded`` (:func:`~imgselect.selection.selectors.check_budget`); with labels
+      from a person's files (``n_known > 0``) ``budget=0`` is allowed: train on them, pick nothing new.
     - ``n_classes >= 2`` when a classifier is trained: it tells classes apart.
-    - ``1 <= folds <= budget``: each fold holds out at least one labeled image.
+    - ``1 <= folds <= n_train``: each fold holds out at least one labeled image; ``n_train`` is ``n_known``
+      plus, when the labeler ``reveals`` the chosen images' labels (a benchmark), ``budget``.
     - ``pseudo_size >= 0`` (above ``n_pool - budget``, the images left unlabeled, a warning: fewer are
       added); and
       ``pseudo_size`` is 0 or at least ``n_classes``, as it is split evenly (``pseudo_size // n_classes``
@@ -47,28 +53,50 @@ def check_settings(
         source: the pool's folder or dataset, for messages.
         halvings: ``len(autoencoder.channels)`` when the autoencoder embedding runs, else 0 (the pixels,
             backbone and file embeddings and the classifier take any size).
+        n_known: pool images a person has already labeled (``labels=file``); they are not chosen again.
+        n_excluded: pool images the selection may not choose (labeled ones and near-duplicates).
+        reveals: whether the chosen images' labels are known at once (``labels=oracle``).
+        n_val: labeled validation images (``None``: not checked); a classifier needs at least one.
     """
-    check_budget(budget, n_pool, source)
+    if not (n_known > 0 and budget == 0):
+        if n_excluded and budget > n_pool - n_excluded:
+            raise ValueError(
+                f"budget={budget} exceeds the {n_pool - n_excluded} images left to choose from in {source} "
+                f"({n_pool} readable, {n_excluded} already labeled or near-duplicates); lower budget"
+            )
+        check_budget(budget, n_pool, source)
+    n_train = n_known + (budget if reveals else 0)
+    if folds is not None and n_val == 0:
+        raise ValueError(
+            f"no labeled validation image for {source}: the classifier's metrics need some. Give data.val=<a "
+            f"folder with one subfolder per class, or a CSV of path,label>, or run with ~classifier to only choose"
+        )
     if folds is not None:
+        if n_train == 0:
+            raise ValueError(
+                "no labeled image to train the classifier on: run with ~classifier to choose images, label "
+                "them, then give the labels (labels=file labels.path=<filled CSV or Label Studio export>)"
+            )
         if n_classes < 2:
             raise ValueError(f"the task has {n_classes} class; a classifier needs 2 or more (data.classes)")
         if folds < 1:
             raise ValueError(f"folds={folds} must be at least 1 (1: one classifier trained on every label)")
-        if folds > budget:
+        if folds > n_train:
+            what = f"budget={budget}" if n_known == 0 else f"the {n_train} labeled images"
             raise ValueError(
-                f"folds={folds} exceeds budget={budget}: each fold needs at least one labeled image; "
-                f"set folds to at most {budget} or raise budget"
+                f"folds={folds} exceeds {what}: each fold needs at least one labeled image; "
+                f"set folds to at most {n_train} or label more images"
             )
     if pseudo_size is not None:
-        rest = n_pool - budget
+        rest = n_pool - n_train
         if pseudo_size < 0:
             raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
         if pseudo_size > rest:
             # not an error: the default pseudo.size (1000) must keep working on a small folder
             log.warning(
-                "pseudo.size=%d exceeds the images left unlabeled (%d in %s - budget %d = %d): at most %d "
+                "pseudo.size=%d exceeds the images left unlabeled (%d in %s - %d labeled = %d): at most %d "
                 "pseudo-labels will be added",
-                pseudo_size, n_pool, source, budget, rest, rest,
+                pseudo_size, n_pool, source, n_train, rest, rest,
             )  # fmt: skip
         if 0 < pseudo_size < n_classes:
             raise ValueError(

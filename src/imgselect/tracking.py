@@ -50,6 +50,7 @@ JOB_IMAGES = {
     "images/selection": "selection.png",
     "images/reconstructions": "reconstructions.png",
     "images/confusion": "confusion.png",
+    "images/embedding_map": "embedding_map.png",
 }
 # Files of the job folder attached to its run.
 JOB_FILES = ("result.json", "selection.csv")

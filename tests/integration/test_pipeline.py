@@ -164,7 +164,8 @@ def test_whole_job_result_json(compose_cfg: Callable[..., DictConfig]) -> None:
 
 
 def test_labels_csv_round_trip(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    """A person labels selection.csv (here: from the dataset's labels), the job reads it back."""
+    """A person labels selection.csv by image id (a file of earlier versions; here from the dataset's labels),
+    the job reads it back."""
     cfg = compose_cfg(*SELECT_ONLY, "selector=random")
     run(cfg)
     out = Path(cfg.paths.output_dir)
@@ -182,8 +183,9 @@ def test_labels_csv_round_trip(compose_cfg: Callable[..., DictConfig], tmp_path:
     cfg2 = compose_cfg(*TINY, "selector=random", "labels=csv", f"labels.path={labels}", "pseudo.size=0")
     run(cfg2)
     r = json.loads((out / "result.json").read_text())
-    assert (
-        r["classifier"]["labels"] == "csv"
-        and r["metrics"]["after"] is None
-        and r["metrics"]["before"]["f1"] >= 0
-    )
+    assert r["labels"]["source"] == "file" and r["labels"]["known"] == 12
+    assert r["classifier"]["labeled"] == 12  # trained on the person's labels, not on a re-run selection
+    assert r["metrics"]["after"] is None and r["metrics"]["before"]["f1"] >= 0
+    # and the same job chose the next 12, none of them labeled already
+    new = {x["image_id"] for x in read_selection_csv(out / "selection.csv")}
+    assert len(new) == 12 and not new & {x["image_id"] for x in rows}

@@ -244,7 +244,7 @@ def test_whole_job_logs_every_stage_into_one_run(
     assert not any(k.startswith(("trainer/", "train/", "val/")) for k in r["history"])
     assert r["summary"]["f1"] == f1 == result["metrics"]["before"]["f1"]
     assert r["summary"]["metrics/before/accuracy"] == result["metrics"]["before"]["accuracy"]
-    for key in ("images/selection", "images/reconstructions", "images/confusion"):
+    for key in ("images/selection", "images/reconstructions", "images/confusion", "images/embedding_map"):
         assert (run_dir / "files" / r["summary"][key]["path"]).stat().st_size > 0
     columns, rows, _ = table_rows(r, "selection")
     assert len(rows) == 10 and {row[columns.index("label")] for row in rows} <= {"T-shirt/top", "Shirt"}

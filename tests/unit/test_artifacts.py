@@ -42,9 +42,9 @@ class TestFormulaSafeCsv:
         write_selection_csv(f, _selection(), IDS)
         with f.open(newline="", encoding="utf-8") as fh:
             cells = list(csv.reader(fh))[1:]  # the cells as a spreadsheet gets them
-        assert [c[1] for c in cells] == ["'" + i if i != "plain.png" else i for i in IDS]
+        assert [c[2] for c in cells] == ["'" + i if i != "plain.png" else i for i in IDS]
         # our own numbers stay numbers: cluster -1 and distance -1 are not formulas
-        assert cells[0][2] == "-1" and cells[0][3] == "-1"
+        assert cells[0][4] == "-1" and cells[0][5] == "-1"
         rows = read_selection_csv(f)
         assert [r["image_id"] for r in rows] == IDS
         assert rows[0]["cluster"] == "-1" and rows[0]["distance"] == "-1" and rows[2]["distance"] == ""

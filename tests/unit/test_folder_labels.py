@@ -74,16 +74,14 @@ class TestSubfolders:
     def test_oracle_reveals_the_folders_labels(self, labeled_pool_folder: dict[str, Path]) -> None:
         dm = _folder(labeled_pool_folder, "subfolders")
         chosen = np.array([0, len(dm.pool) - 1])
-        y = OracleLabels().labels_for(
-            [dm.pool.ids[i] for i in chosen], chosen, dm.pool.labels, dm.class_names
-        )
+        y = OracleLabels().reveal(dm.pool, chosen, dm.class_names).labels
         assert [dm.class_names[k] for k in y] == ["disc", "square"]
 
     def test_null_leaves_the_pool_unlabeled(self, labeled_pool_folder: dict[str, Path]) -> None:
         dm = _folder(labeled_pool_folder, None)
         assert dm.pool.labels is None and len(dm.pool) == 7  # every image under pool_dir, recursive
-        with pytest.raises(ValueError, match=r"data\.pool_labels=subfolders.*labels=csv"):
-            OracleLabels().labels_for(dm.pool.ids[:1], np.array([0]), dm.pool.labels, dm.class_names)
+        with pytest.raises(ValueError, match=r"data\.pool_labels=subfolders.*labels=file"):
+            OracleLabels().reveal(dm.pool, np.array([0]), dm.class_names)
 
     def test_unknown_class_fails_before_decoding(
         self, tmp_path: Path, labeled_pool_folder: dict[str, Path], monkeypatch: pytest.MonkeyPatch

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from imgselect.artifacts import write_selection_csv
-from imgselect.labels import CsvLabels, OracleLabels
+from imgselect.labels import FileLabels, OracleLabels, read_label_file
+from imgselect.pool import ImageSet
 from imgselect.report import main as report_main
 from imgselect.report import write_table1
 from imgselect.selection.selectors import Selection
@@ -18,59 +19,85 @@ from imgselect.selection.selectors import Selection
 CLASSES = ["customer", "staff"]
 
 
+def _pool(ids: list[str], hashes: list[str] | None = None, labels: list[int] | None = None) -> ImageSet:
+    return ImageSet(
+        images=torch.zeros((len(ids), 3, 8, 8), dtype=torch.uint8),
+        ids=ids,
+        hashes=hashes,
+        labels=np.array(labels) if labels is not None else None,
+    )
+
+
+def _known(path: Path, pool: ImageSet) -> dict[str, str]:
+    """image id -> class name of the labels a file gives the pool."""
+    got = FileLabels(str(path)).known(pool, CLASSES)
+    return {pool.ids[i]: CLASSES[c] for i, c in zip(got.indices, got.labels, strict=True)}
+
+
 class TestLabels:
     def test_oracle_reveals_only_the_chosen(self) -> None:
-        y = OracleLabels().labels_for(["a", "c"], np.array([0, 2]), np.array([1, 0, 0]), CLASSES)
-        assert y.tolist() == [1, 0]
-        with pytest.raises(ValueError, match="labels=csv"):
-            OracleLabels().labels_for(["a"], np.array([0]), None, CLASSES)
+        pool = _pool(["a", "b", "c"], labels=[1, 0, 0])
+        got = OracleLabels().reveal(pool, np.array([0, 2]), CLASSES)
+        assert got.indices.tolist() == [0, 2] and got.labels.tolist() == [1, 0]
+        assert len(OracleLabels().known(pool, CLASSES)) == 0
+        with pytest.raises(ValueError, match="labels=file"):
+            OracleLabels().reveal(_pool(["a"]), np.array([0]), CLASSES)
 
-    def test_csv_names_and_indices(self, tmp_path: Path) -> None:
+    def test_csv_names_and_indices_by_image_id(self, tmp_path: Path) -> None:
         f = tmp_path / "l.csv"
         f.write_text("image_id,label\nimg/a.png,staff\nimg/b.png,0\n\n")
-        assert CsvLabels(str(f)).labels_for(
-            ["img/b.png", "img/a.png"], np.array([1, 0]), None, CLASSES
-        ).tolist() == [0, 1]
+        pool = _pool(["img/b.png", "img/a.png", "img/c.png"], hashes=["h1", "h2", "h3"])
+        assert _known(f, pool) == {"img/a.png": "staff", "img/b.png": "customer"}
 
-    def test_csv_selection_file_with_label_column(self, tmp_path: Path) -> None:
-        f = tmp_path / "selection.csv"
-        f.write_text("pool_index,image_id,cluster,label\n3,x.png,0,customer\n")
-        assert CsvLabels(str(f)).labels_for(["x.png"], np.array([3]), None, CLASSES).tolist() == [0]
+    def test_labels_follow_the_content_hash_not_the_path(self, tmp_path: Path) -> None:
+        f = tmp_path / "labels_template.csv"
+        f.write_text(
+            "tile,content_hash,image_id,label\n1,h2,/old/place/a.png,staff\n2,h1,/old/place/b.png,\n"
+        )
+        pool = _pool(["/new/b.png", "/new/a.png"], hashes=["h1", "h2"])  # moved, and in another order
+        got = FileLabels(str(f)).known(pool, CLASSES)
+        assert got.indices.tolist() == [1] and got.labels.tolist() == [1]
+        assert got.unlabeled == ["tile 2: h1"]  # said, not guessed
 
-    def test_csv_errors(self, tmp_path: Path) -> None:
+    def test_later_files_add_rounds_and_win(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        r1, r2 = tmp_path / "r1.csv", tmp_path / "r2.csv"
+        r1.write_text("content_hash,label\nh1,staff\nh2,staff\n")
+        r2.write_text("content_hash,label\nh3,customer\nh2,customer\nh9,staff\n")
+        pool = _pool(["a", "b", "c"], hashes=["h1", "h2", "h3"])
+        got = FileLabels([str(r1), str(r2)]).known(pool, CLASSES)
+        assert dict(zip(got.indices.tolist(), got.labels.tolist(), strict=True)) == {0: 1, 1: 0, 2: 0}
+        assert any("relabels b as 'customer'" in n for n in got.notes)
+        assert any("1 labeled images of" in n and "not in this pool" in n for n in got.notes)
+
+    def test_errors_name_the_file_and_line(self, tmp_path: Path) -> None:
         f = tmp_path / "l.csv"
         f.write_text("a.png,staff\nb.png,manager\n")
-        with pytest.raises(ValueError, match=r"no label for 1 of the 2 chosen images \(e.g. \['c.png'\]\)"):
-            CsvLabels(str(f)).labels_for(["a.png", "c.png"], np.array([0, 1]), None, CLASSES)
-        with pytest.raises(ValueError, match="label 'manager' of b.png is not one of the classes"):
-            CsvLabels(str(f)).labels_for(["b.png"], np.array([0]), None, CLASSES)
+        pool = _pool(["a.png", "b.png"], hashes=["h1", "h2"])
+        with pytest.raises(ValueError, match=r"l\.csv:2: label 'manager' is not one of the classes"):
+            FileLabels(str(f)).known(pool, CLASSES)
         with pytest.raises(FileNotFoundError, match="labels.path=.*nope.csv"):
-            CsvLabels(str(tmp_path / "nope.csv")).labels_for(["a"], np.array([0]), None, CLASSES)
+            FileLabels(str(tmp_path / "nope.csv")).known(pool, CLASSES)
+        f.write_text("content_hash,label\nzz,staff\n")
+        with pytest.raises(ValueError, match="none of the labels .* belongs to an image of"):
+            FileLabels(str(f)).known(pool, CLASSES)
 
-    def test_csv_same_image_two_labels_names_both_lines(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_same_image_two_labels_names_both_lines(self, tmp_path: Path) -> None:
         f = tmp_path / "l.csv"
         f.write_text("image_id,label\na.png,staff\nb.png,customer\na.png,customer\n")
+        pool = _pool(["a.png", "b.png"], hashes=["h1", "h2"])
         with pytest.raises(
             ValueError,
-            match=r"l\.csv: image a\.png has two different labels: 'staff' on line 2 and 'customer' on line 4",
+            match=r"a\.png has two different labels: 'staff' \(.*l\.csv:2\) and 'customer' \(.*l\.csv:4\)",
         ):
-            CsvLabels(str(f)).labels_for(["a.png"], np.array([0]), None, CLASSES)
+            FileLabels(str(f)).known(pool, CLASSES)
         f.write_text("image_id,label\na.png,staff\nb.png,customer\na.png,staff\n")  # the same twice: fine
-        with caplog.at_level(logging.INFO, logger="imgselect.csvfiles"):
-            y = CsvLabels(str(f)).labels_for(["a.png", "b.png"], np.array([0, 1]), None, CLASSES)
-        assert y.tolist() == [1, 0]
-        assert (
-            "1 rows repeat an earlier row with the same label and are ignored (e.g. line 4 repeats line 2)"
-            in (caplog.text)
-        )
+        assert _known(f, pool) == {"a.png": "staff", "b.png": "customer"}
 
     def test_csv_utf8_with_byte_order_mark(self, tmp_path: Path) -> None:
         """A spreadsheet's "CSV UTF-8" starts with a byte-order mark: the header is still a header."""
         f = tmp_path / "l.csv"
         f.write_bytes("image_id,label\ncafé.png,staff\n".encode("utf-8-sig"))
-        assert CsvLabels(str(f)).read() == {"café.png": "staff"}
+        assert [(e.key, e.label) for e in read_label_file(f)] == [("café.png", "staff")]
 
     def test_csv_not_utf8_names_file_and_line(self, tmp_path: Path) -> None:
         f = tmp_path / "l.csv"
@@ -78,10 +105,10 @@ class TestLabels:
         with pytest.raises(
             ValueError, match=r"l\.csv:3: not UTF-8 text \(byte 0xe9\)\. Save the file as 'CSV UTF-8"
         ):
-            CsvLabels(str(f)).read()
+            read_label_file(f)
         f.write_bytes("image_id,label\n".encode("utf-16"))
         with pytest.raises(ValueError, match=r"l\.csv is UTF-16 text"):
-            CsvLabels(str(f)).read()
+            read_label_file(f)
 
     def test_csv_labeled_selection_keeps_formula_like_names(self, tmp_path: Path) -> None:
         """selection.csv neutralises an id a spreadsheet would run; labels read from it match the real id."""
@@ -91,11 +118,11 @@ class TestLabels:
             cluster_size=np.array([0]), rule=["uniform"],
         )  # fmt: skip
         f = tmp_path / "selection.csv"
-        write_selection_csv(f, sel, [name])
+        write_selection_csv(f, sel, [name])  # a pool without content hashes: matched by id
         lines = f.read_text().splitlines()
-        assert lines[1].split(",")[1] == "'" + name  # what a spreadsheet gets: text, not a formula
+        assert lines[1].split(",")[2] == "'" + name  # what a spreadsheet gets: text, not a formula
         f.write_text("\n".join([lines[0] + ",label", lines[1] + ",staff"]) + "\n")  # a person adds labels
-        assert CsvLabels(str(f)).labels_for([name], np.array([0]), None, CLASSES).tolist() == [1]
+        assert _known(f, _pool([name], hashes=["h1"])) == {name: "staff"}
 
 
 def _job(

@@ -61,5 +61,5 @@ def test_pseudo_size_above_the_unlabeled_images_warns(caplog: pytest.LogCaptureF
     with caplog.at_level("WARNING", logger="imgselect.settings"):
         check_settings(**{**OK, "pseudo_size": 91})
     assert (
-        "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - budget 10 = 90)" in caplog.text
+        "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - 10 labeled = 90)" in caplog.text
     )

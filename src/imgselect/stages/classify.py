@@ -16,10 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from imgselect.artifacts import atomic_path, save_confusion_matrices
 from imgselect.callbacks import embed_images
-from imgselect.labels import Labeler
+from imgselect.labels import LabeledSet
 from imgselect.pool import PoolSource
 from imgselect.runtime import StageTimer, TrainerFactory, is_rank_zero
-from imgselect.selection.selectors import Selection
 from imgselect.semisupervised import (
     choose_pseudo_labels,
     classification_metrics,
@@ -55,7 +54,6 @@ class ClassifierPlan:
         pseudo_size: pseudo-labels added from the rest of the pool (0: none).
         pseudo_epochs: epochs of the final model on labeled + pseudo-labeled images.
         positive_class: the class whose F1 a 2-class task reports.
-        labeler: where the chosen images' labels come from.
     """
 
     build: Callable[[int], Any]
@@ -67,7 +65,6 @@ class ClassifierPlan:
     pseudo_size: int
     pseudo_epochs: int
     positive_class: int
-    labeler: Labeler
 
 
 def make_loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
@@ -124,15 +121,23 @@ def train_classifier(
 
 
 def classifier_stage(
-    plan: ClassifierPlan, trainers: TrainerFactory, dm: PoolSource, selection: Selection, timer: StageTimer
+    plan: ClassifierPlan,
+    trainers: TrainerFactory,
+    dm: PoolSource,
+    labeled: LabeledSet,
+    timer: StageTimer,
+    predict: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Labels -> k-fold classifiers (before) -> pseudo-labels -> final classifier (after); returns result fields."""
+    """Labeled images -> k-fold classifiers (before) -> pseudo-labels -> final classifier (after); returns
+    result fields. With ``predict`` (pool indices), ``out["predictions"]`` holds the last model's class
+    probabilities of those images (the final model's, else the fold ensemble's): a labeling tool's
+    pre-annotations for the next round."""
     pool, val = dm.pool, dm.val
     out_dir = trainers.out_dir
     n_classes = len(dm.class_names)
-    chosen = np.asarray(selection.indices)
-    y = plan.labeler.labels_for([pool.ids[i] for i in chosen], chosen, pool.labels, dm.class_names)
-    out: dict[str, Any] = {"labels": plan.labeler.name, "folds": plan.folds, "pseudo_size": plan.pseudo_size}
+    chosen = np.asarray(labeled.indices, dtype=np.int64)
+    y = np.asarray(labeled.labels, dtype=np.int64)
+    out: dict[str, Any] = {"labeled": len(chosen), "folds": plan.folds, "pseudo_size": plan.pseudo_size}
     counts = np.bincount(y, minlength=n_classes)
     lacking = [dm.class_names[c] for c in range(n_classes) if counts[c] == 0]
     if lacking:
@@ -152,7 +157,8 @@ def classifier_stage(
     rest = np.setdiff1d(np.arange(len(pool)), chosen)
     predict_rest = plan.pseudo_size > 0 and len(rest) > 0
     rest_images = pool.images[torch.as_tensor(rest)] if predict_rest else None  # gathered once, not per fold
-    val_probs, rest_probs = [], []
+    val_probs, rest_probs, new_probs = [], [], []
+    new_images = pool.images[torch.as_tensor(predict)] if predict is not None and len(predict) else None
     with timer("classifier_folds"):
         for i in range(k):
             pl.seed_everything(plan.seed + i, workers=True, verbose=False)
@@ -165,6 +171,8 @@ def classifier_stage(
             val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
             if rest_images is not None:
                 rest_probs.append(_predict(model, rest_images, f"Predicting unlabeled pool (fold {i})"))
+            if new_images is not None:
+                new_probs.append(_predict(model, new_images, f"Predicting the new picks (fold {i})"))
     before = np.mean(val_probs, axis=0)
     out["before"] = classification_metrics(before, val_labels, plan.positive_class)
     log.info(
@@ -197,6 +205,8 @@ def classifier_stage(
                 plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
             )
             after = _predict(final, val.images, "Predicting validation (final model)")
+            if new_images is not None:
+                new_probs = [_predict(final, new_images, "Predicting the new picks (final model)")]
         out["after"] = classification_metrics(after, val_labels, plan.positive_class)
         matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
         log.info(
@@ -208,4 +218,6 @@ def classifier_stage(
                 torch.save(final.state_dict(), tmp)
     if is_rank_zero():
         save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
+    if new_probs:
+        out["predictions"] = np.mean(new_probs, axis=0)
     return out

@@ -22,8 +22,13 @@ def select_stage(
     embeddings: np.ndarray | None,
     n_classes: int,
     out_dir: str | Path | None,
+    exclude: dict[str, np.ndarray] | None = None,
 ) -> Selection:
     """Run ``selector`` on the pool and write ``selection.csv`` + ``selection.png`` (rank 0).
+
+    ``exclude`` names pool indices the selector may not choose, by reason (``labeled``: a person's earlier
+    rounds; ``duplicates``: near-duplicates of another image); the selector then runs on the rest, and the
+    counts go into the selection's stats.
 
     Under DDP with an initialised process group, rank 0 decides and broadcasts the selection, so every
     process trains on the same images (ranks other than 0 may hold no embeddings). Without one, each
@@ -34,12 +39,24 @@ def select_stage(
     if not distributed or dist.get_rank() == 0:
         if selector.requires_embeddings and embeddings is None:
             raise ValueError(f"selector {selector.name} needs pool embeddings; none were computed")
+        excluded = {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in (exclude or {}).items()}
+        blocked = np.unique(np.concatenate([np.zeros(0, np.int64), *excluded.values()]))
+        candidates = np.setdiff1d(np.arange(len(pool)), blocked)
+        if len(blocked) and selector.budget > len(candidates):
+            counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
+            raise ValueError(
+                f"budget={selector.budget} exceeds the {len(candidates)} images left to choose from in "
+                f"{pool.source} ({len(pool)} readable; excluded: {counts}); lower budget"
+            )
         selection = selector.select(
-            len(pool),
-            embeddings if selector.requires_embeddings else None,
+            len(candidates),
+            embeddings[candidates] if selector.requires_embeddings and embeddings is not None else None,
             source=pool.source,
             n_classes=n_classes,
         )
+        selection.indices = candidates[np.asarray(selection.indices, dtype=np.int64)]
+        for k, v in excluded.items():
+            selection.stats[f"excluded_{k}"] = len(v)
         if len(selection) != selector.budget or len(np.unique(selection.indices)) != len(selection):
             raise RuntimeError(
                 f"selector {selector.name} returned {len(selection)} picks "
