@@ -113,17 +113,17 @@ def write_label_studio(
     """
     folder = Path(out_dir) / LS_DIR
     images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(images, ignore_errors=True)  # an earlier selection's images in this folder would linger
+    images.mkdir(parents=True)
     hashes = image_hashes(pool)
     assert selection.score is not None
     tasks: list[dict[str, Any]] = []
-    for t, idx in enumerate(int(i) for i in selection.indices):
-        k = t  # position in the selection
-        name = _write_task_image(pool, idx, images, f"{t + 1:04d}_{hashes[idx][:12] or idx}")
+    for k, idx in enumerate(int(i) for i in selection.indices):
+        name = _write_task_image(pool, idx, images, f"{k + 1:04d}_{hashes[idx][:12] or f'pool{idx}'}")
         task: dict[str, Any] = {
             "data": {
                 "image": f"/data/local-files/?d=images/{name}",
-                "tile": t + 1,
+                "tile": k + 1,
                 "content_hash": hashes[idx],
                 "image_id": pool.ids[idx],
                 "pool_index": idx,
