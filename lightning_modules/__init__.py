@@ -2,5 +2,13 @@
 
 from lightning_modules.autoencoder import AutoencoderModule, ConvAutoencoder
 from lightning_modules.classifier import BatchAugment, ClassifierModule
+from lightning_modules.ssl import SimCLRModule, SimCLRViews
 
-__all__ = ["AutoencoderModule", "BatchAugment", "ClassifierModule", "ConvAutoencoder"]
+__all__ = [
+    "AutoencoderModule",
+    "BatchAugment",
+    "ClassifierModule",
+    "ConvAutoencoder",
+    "SimCLRModule",
+    "SimCLRViews",
+]

@@ -150,6 +150,8 @@ class ClassifierModule(pl.LightningModule):
 
     Args:
         num_classes: classes of the task (2 -> one logit).
+        init: ``scratch`` (random init, or ``pretrained``) or ``ssl``: the pipeline then passes the job's
+            self-supervised backbone (``ssl_backbone.safetensors``) as ``pretrained``.
         pretrained: ``None``, a local weights file, or ``"hub"``.
         lr, weight_decay: Adam settings.
         epochs, batch_size: training epochs and batch size (read by the pipeline that builds the loaders).
@@ -166,6 +168,7 @@ class ClassifierModule(pl.LightningModule):
     def __init__(
         self,
         num_classes: int = 2,
+        init: str = "scratch",
         pretrained: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -181,6 +184,8 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+        if init not in ("scratch", "ssl"):
+            raise ValueError(f"classifier.init={init!r}: use scratch or ssl (with pretrain=ssl)")
         self.save_hyperparameters()
         self.binary = num_classes == 2
         self.net = build_mobilenetv2(1 if self.binary else num_classes, pretrained)

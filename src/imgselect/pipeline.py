@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
+from imgselect.embeddings.ssl import BACKBONE_FILE, PretrainedEmbedding
 from imgselect.jobs import config_hash, metric_of
 from imgselect.labeling import write_labeling_files
 from imgselect.labels import FileLabels, Labeler
@@ -58,13 +59,27 @@ def has_classifier(cfg: DictConfig) -> bool:
     return ccfg is not None and bool(ccfg.get("_target_"))
 
 
-def classifier_plan(cfg: DictConfig) -> ClassifierPlan | None:
+def classifier_init(cfg: DictConfig) -> str:
+    """``classifier.init``: ``scratch`` or ``ssl`` (the job's pretrained backbone); ``scratch`` without one."""
+    return str(cfg.classifier.get("init") or "scratch") if has_classifier(cfg) else "scratch"
+
+
+def pretraining_of(cfg: DictConfig) -> Embedding | None:
+    """The job's self-supervised pretraining (``pretrain=ssl``), or ``None`` (``pretrain=null``; the CPU
+    preset's ``pretrain.epochs`` alone, without a ``_target_``, selects none)."""
+    pcfg = cfg.get("pretrain")
+    return instantiate(pcfg) if pcfg is not None and pcfg.get("_target_") else None
+
+
+def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
     """The classifier stage's plan from the config; ``None`` after ``~classifier`` (stop after selection)."""
     if not has_classifier(cfg):
         return None
     ccfg = cfg.classifier
+    # classifier.init=ssl: every model (k-fold and final) starts from the job's pretrained backbone
+    start = {"pretrained": str(out_dir / BACKBONE_FILE)} if classifier_init(cfg) == "ssl" else {}
     return ClassifierPlan(  # folds and pseudo.size are checked with the other settings by check_settings
-        build=lambda n_classes: instantiate(ccfg, num_classes=n_classes),
+        build=lambda n_classes: instantiate(ccfg, num_classes=n_classes, **start),
         batch_size=int(ccfg.batch_size),
         epochs=int(ccfg.epochs),
         min_steps=int(ccfg.get("min_steps") or 0),
@@ -139,7 +154,14 @@ def run(cfg: DictConfig) -> float | None:
         embedding: Embedding | None = (
             instantiate(cfg.embedding) if selecting and selector.requires_embeddings else None
         )
-        plan = classifier_plan(cfg)
+        pretraining = pretraining_of(cfg)
+        plan = classifier_plan(cfg, out_dir)
+        if pretraining is None and (
+            isinstance(embedding, PretrainedEmbedding) or (plan is not None and classifier_init(cfg) == "ssl")
+        ):
+            raise ValueError(
+                "embedding=ssl and classifier.init=ssl use the job's self-supervised pretraining: add pretrain=ssl"
+            )
         dedup = dedup_settings(cfg.get("dedup"))
         map_cfg = map_settings(cfg.get("embedding_map"))
         map_info: dict[str, Any] | None = None
@@ -176,12 +198,16 @@ def run(cfg: DictConfig) -> float | None:
         if is_rank_zero():
             write_pool_files(out_dir, dm)
 
+        ctx = EmbedContext(pool=pool, datamodule=dm, out_dir=out_dir, seed=seed, trainers=trainers)
+        use_cache = bool(cfg.get("cache", True))
+        pretrained = None
+        if pretraining is not None:  # trained once per pool, settings and seed (cached like the autoencoder)
+            pretrained = embed_stage(pretraining, ctx, cfg.paths.cache_dir, timer, use_cache=use_cache)
         embeddings, embedding_info = None, {}
-        if embedding is not None:
-            ctx = EmbedContext(pool=pool, datamodule=dm, out_dir=out_dir, seed=seed, trainers=trainers)
-            emb = embed_stage(
-                embedding, ctx, cfg.paths.cache_dir, timer, use_cache=bool(cfg.get("cache", True))
-            )
+        if isinstance(embedding, PretrainedEmbedding) and pretrained is not None:
+            embeddings, embedding_info = pretrained.embeddings, {**pretrained.info, "from": "pretrain"}
+        elif embedding is not None:
+            emb = embed_stage(embedding, ctx, cfg.paths.cache_dir, timer, use_cache=use_cache)
             embeddings, embedding_info = emb.embeddings, emb.info
         selection = None
         if selecting:
@@ -265,6 +291,8 @@ def run(cfg: DictConfig) -> float | None:
                 ),
                 **({"embedding_map": map_info} if map_info is not None else {}),
                 **pool_info(dm),
+                **({"pretrain": pretrained.info} if pretrained is not None else {}),
+                "classifier_init": classifier_init(cfg) if plan is not None else None,
             },
         )
         result.write(out_dir / "result.json")

@@ -5,6 +5,7 @@ from imgselect.embeddings.backbone import BackboneEmbedding
 from imgselect.embeddings.base import EmbedContext, Embedding, EmbedOutput
 from imgselect.embeddings.file import FileEmbedding
 from imgselect.embeddings.pixels import PixelsEmbedding
+from imgselect.embeddings.ssl import PretrainedEmbedding, SSLEmbedding
 
 __all__ = [
     "AutoencoderEmbedding",
@@ -14,4 +15,6 @@ __all__ = [
     "Embedding",
     "FileEmbedding",
     "PixelsEmbedding",
+    "PretrainedEmbedding",
+    "SSLEmbedding",
 ]

@@ -1,0 +1,162 @@
+"""Self-supervised pretraining on the pool (``pretrain=ssl``): its pooled features are an embedding for the
+selection (``embedding=ssl``) and its backbone the classifier's starting point (``classifier.init=ssl``).
+
+Trained once per (pool, settings, seed, precision) and cached like the autoencoder; the backbone's weights go
+to ``ssl_backbone.safetensors`` in the job folder (a link into the cache) with ``ssl_backbone.json`` (its
+settings). When the pool's labels are known (a benchmark, or a labeled folder), a k-NN probe on a held-out
+part of the pool says whether the features learned anything: labels are used for that diagnosis only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from imgselect.callbacks import embed_images
+from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.runtime import is_rank_zero
+
+log = logging.getLogger(__name__)
+
+BACKBONE_FILE = "ssl_backbone.safetensors"
+BACKBONE_INFO = "ssl_backbone.json"
+
+
+class PretrainModel(Protocol):
+    """A self-supervised LightningModule (``SimCLRModule``)."""
+
+    hparams: Any
+    device: torch.device
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor: ...
+    def backbone_state(self) -> dict[str, torch.Tensor]: ...
+
+
+def knn_probe(
+    features: np.ndarray, labels: np.ndarray, k: int = 10, holdout: float = 0.2, seed: int = 0
+) -> dict[str, float | int]:
+    """Accuracy of a ``k``-nearest-neighbour vote (cosine similarity) for a random ``holdout`` share of the
+    images, neighbours drawn from the rest: how well the features keep classes together."""
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    y = np.asarray(labels)
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    test = rng.permutation(n)[: max(1, round(n * holdout))]
+    train = np.setdiff1d(np.arange(n), test)
+    k = min(k, len(train))
+    n_classes = int(y.max()) + 1
+    correct = 0
+    for i in range(0, len(test), 2048):
+        q = test[i : i + 2048]
+        sim = torch.from_numpy(x[q]) @ torch.from_numpy(x[train]).T
+        nn_idx = sim.topk(k, dim=1).indices.numpy()
+        votes = np.zeros((len(q), n_classes))
+        for j in range(k):
+            np.add.at(votes, (np.arange(len(q)), y[train[nn_idx[:, j]]]), 1.0)
+        correct += int((votes.argmax(1) == y[q]).sum())
+    return {"knn_k": k, "knn_accuracy": correct / len(test), "knn_holdout": len(test)}
+
+
+class SSLEmbedding:
+    """Pretrain ``model`` on the pool for ``epochs`` (its own loader: ``batch_size``, shuffled, last partial
+    batch dropped), then embed every pool image with its backbone.
+
+    Args:
+        model: a fresh ``SimCLRModule`` (``conf/pretrain/ssl.yaml``).
+        epochs: pretraining epochs.
+        batch_size: images per step (each gives two views; more negatives per batch help SimCLR).
+        embed_batch_size: images per forward pass when embedding.
+        probe_k: k of the k-NN probe (run when the pool's labels are known).
+    """
+
+    name = "ssl"
+    seeded = True
+    cacheable = True
+
+    def __init__(
+        self,
+        model: PretrainModel,
+        epochs: int,
+        batch_size: int = 256,
+        embed_batch_size: int = 512,
+        probe_k: int = 10,
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"pretrain.epochs={epochs} must be at least 1")
+        if batch_size < 2:
+            raise ValueError(f"pretrain.batch_size={batch_size} must be at least 2 (each image's partner view "
+                             f"is told apart from the other images of its batch)")  # fmt: skip
+        self.model, self.epochs, self.batch_size = model, epochs, batch_size
+        self.embed_batch_size, self.probe_k = embed_batch_size, probe_k
+
+    def settings(self) -> dict[str, Any]:
+        hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.hparams).items()}
+        return {**hparams, "epochs": self.epochs, "batch_size": self.batch_size, "probe_k": self.probe_k}
+
+    def compute(self, ctx: EmbedContext) -> EmbedOutput:
+        pool = ctx.pool
+        if len(pool) < self.batch_size:
+            raise ValueError(
+                f"pretrain.batch_size={self.batch_size} exceeds the pool ({len(pool)} images in {pool.source}); "
+                f"lower it"
+            )
+        model: Any = self.model
+        loader = DataLoader(
+            TensorDataset(pool.images, torch.arange(len(pool))),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+        )
+        trainer = ctx.trainers("pretrain", self.epochs, [])
+        t0 = time.perf_counter()
+        trainer.fit(model, train_dataloaders=loader)
+        fit_s = time.perf_counter() - t0
+        metrics: dict[str, Any] = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("ssl/train_loss")
+        }
+        t1 = time.perf_counter()
+        feats = embed_images(model.embed, pool.images, self.embed_batch_size, model.device, is_rank_zero())
+        embed_s = time.perf_counter() - t1
+        embeddings = feats.numpy()
+        if pool.labels is not None:
+            metrics.update(knn_probe(embeddings, pool.labels, self.probe_k, seed=ctx.seed))
+            log.info(
+                "pretraining: %d-NN accuracy of its features on a held-out fifth of the pool: %.3f",
+                metrics["knn_k"], metrics["knn_accuracy"],
+            )  # fmt: skip
+        files: list[Path] = []
+        if is_rank_zero():
+            from safetensors.torch import save_file
+
+            weights = ctx.out_dir / BACKBONE_FILE
+            weights.unlink(missing_ok=True)  # may be a hard link into the cache: never write through it
+            save_file(model.backbone_state(), str(weights))
+            info = ctx.out_dir / BACKBONE_INFO
+            info.unlink(missing_ok=True)
+            info.write_text(json.dumps({"settings": self.settings(), "metrics": metrics}, indent=2) + "\n")
+            files = [weights, info]
+        return EmbedOutput(
+            embeddings=embeddings, files=files, metrics=metrics, timings={"pretrain": fit_s, "embed": embed_s}
+        )
+
+
+class PretrainedEmbedding:
+    """``embedding=ssl``: the features of the job's pretraining (``pretrain=ssl``), computed there."""
+
+    name = "ssl"
+    seeded = True
+    cacheable = False
+
+    def settings(self) -> dict[str, Any]:
+        return {"from": "pretrain"}
+
+    def compute(self, ctx: EmbedContext) -> EmbedOutput:
+        raise ValueError("embedding=ssl uses the features of the pretraining: add pretrain=ssl")

@@ -1,0 +1,47 @@
+"""``pretrain=ssl`` in a job: trained on the pool, its features select (``embedding=ssl``), its backbone starts
+the classifier (``classifier.init=ssl``), and a second job of the sweep reuses it from the cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from imgselect.pipeline import run
+from tests.conftest import TINY
+
+SSL = ["pretrain=ssl", "pretrain.epochs=2", "pretrain.batch_size=64", "embedding=ssl", "selector=typiclust"]
+
+
+def test_pretraining_serves_selection_and_classifier_once(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    run(compose_cfg(*TINY, *SSL, "classifier.init=ssl", "folds=2", "pseudo.size=0"))
+    out = tmp_path / "out"
+    r = json.loads((out / "result.json").read_text())
+    pre = r["pretrain"]
+    assert pre["cache_hit"] is False and pre["dim"] == 1280
+    assert 0.0 <= pre["knn_accuracy"] <= 1.0 and pre["knn_holdout"] == 60  # a fifth of the 300-image pool
+    assert pre["ssl/train_loss"] > 0
+    assert r["embedding"] == "ssl" and r["embedding_info"]["from"] == "pretrain"
+    assert r["classifier_init"] == "ssl" and r["metrics"]["before"]["f1"] >= 0
+    assert (out / "ssl_backbone.safetensors").stat().st_size > 1_000_000  # mobilenetv2_100's ~2.2M weights
+    assert json.loads((out / "ssl_backbone.json").read_text())["settings"]["epochs"] == 2
+    assert "pretrain" in r["timings_s"]
+
+    # the next job of a sweep (another budget, no classifier) trains nothing: the cache has the pretraining
+    run(compose_cfg(*TINY, *SSL, "budget=7", "~classifier"))
+    r2 = json.loads((out / "result.json").read_text())
+    assert r2["pretrain"]["cache_hit"] is True and "pretrain" not in r2["timings_s"]
+    assert r2["pretrain"]["knn_accuracy"] == pre["knn_accuracy"]
+
+
+@pytest.mark.parametrize("wanted", [["embedding=ssl", "selector=typiclust"], ["classifier.init=ssl"]])
+def test_ssl_without_pretraining_fails_before_any_work(
+    compose_cfg: Callable[..., DictConfig], wanted: list[str]
+) -> None:
+    with pytest.raises(ValueError, match="add pretrain=ssl"):
+        run(compose_cfg(*TINY, "data.data_dir=/nonexistent", *wanted))
