@@ -350,6 +350,9 @@ def _subsample(n: int, m: int, keep: np.ndarray, seed: int) -> np.ndarray:
 
 def _place(fit_feats: np.ndarray, fit_xy: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """Each row of ``feats`` at the mean 2-D position of its nearest rows of ``fit_feats`` (exact search)."""
+    from imgselect.selection.kmeans import require_faiss
+
+    require_faiss()
     import faiss
 
     k = min(PLACE_NEIGHBOURS, len(fit_feats))

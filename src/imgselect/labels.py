@@ -246,7 +246,9 @@ class FileLabels:
                 for t in targets:
                     if t in labels and labels[t][0] != c:
                         was, where = class_names[labels[t][0]], labels[t][1]
-                        notes.append(f"{e.where} relabels {pool.ids[t]} as {e.label!r} (was {was!r} in {where})")
+                        notes.append(
+                            f"{e.where} relabels {pool.ids[t]} as {e.label!r} (was {was!r} in {where})"
+                        )
                     labels[t] = (c, e.where)
         if missing:
             notes.append(

@@ -373,7 +373,7 @@ def track_table1(config: Any, sweep_dir: Path, paths: dict[str, Path], metric: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgselect.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="a multirun folder (one subfolder per job)")
     parser.add_argument("--out", help="where to write table1.{md,csv,png} (default: the sweep folder)")
     parser.add_argument("--metric", default="f1", choices=["f1", "accuracy", "auroc"])

@@ -58,6 +58,9 @@ class StageTimer:
 def versions() -> dict[str, str]:
     """Versions of what produced a result, and the number of threads PyTorch ran on (``torch_threads``: a
     parallel sweep runs each job on one, ``conf/hydra/launcher/parallel.yaml``)."""
+    from imgselect.selection.kmeans import require_faiss
+
+    require_faiss()
     import faiss
     import hydra
     import lightning

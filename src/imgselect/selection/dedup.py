@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imgselect.selection.kmeans import require_faiss
+
 DedupMethod = Literal["dhash", "embedding"]
 METHODS: tuple[str, ...] = ("dhash", "embedding")
 
@@ -262,6 +264,7 @@ class _HashSearch(_Search):
         self.max_bits = max_bits
 
     def new_index(self) -> Any:
+        require_faiss()
         import faiss
 
         return faiss.IndexBinaryFlat(64)
@@ -296,6 +299,7 @@ class _EmbeddingSearch(_Search):
         self.min_similarity = min_similarity
 
     def new_index(self) -> Any:
+        require_faiss()
         import faiss
 
         return faiss.IndexFlatIP(self.x.shape[1])

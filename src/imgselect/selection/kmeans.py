@@ -73,8 +73,27 @@ class KMeansOptions:
         )
 
 
+FAISS_MISSING = (
+    "FAISS is not installed; imgselect needs one of its two builds, never both (each installs the same "
+    "`faiss` module): pip install 'imgselect[cpu]' (faiss-cpu) or pip install 'imgselect[gpu]' "
+    "(faiss-gpu-cu12); in a checkout, `make install` (CPU) or `make install FAISS=gpu`"
+)
+
+
+def require_faiss() -> None:
+    """Import ``faiss``, or raise :class:`ModuleNotFoundError` with :data:`FAISS_MISSING` (how to install it):
+    FAISS is an extra, ``cpu`` or ``gpu``, not a core dependency."""
+    try:
+        import faiss  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name != "faiss":
+            raise
+        raise ModuleNotFoundError(FAISS_MISSING, name="faiss") from None
+
+
 def faiss_gpu_available() -> bool:
     """True when the installed ``faiss`` was built with GPU support and sees at least one GPU."""
+    require_faiss()
     import faiss
 
     get_num_gpus = getattr(faiss, "get_num_gpus", None)
@@ -114,6 +133,7 @@ def kmeans(
     Returns:
         The centroids, every point's assignment and squared distance, and the objective.
     """
+    require_faiss()
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from imgselect.selection.kmeans import faiss_gpu_available
+from imgselect.selection.kmeans import faiss_gpu_available, require_faiss
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def _use_gpu(gpu: bool | str) -> bool:
 
 def flat_index(x: np.ndarray, gpu: bool | str = "auto") -> Any:
     """An exact L2 index holding ``x`` (float32, contiguous), on every GPU when ``gpu`` says so."""
+    require_faiss()
     import faiss
 
     index: Any = faiss.IndexFlatL2(x.shape[1])
