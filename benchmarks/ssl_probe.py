@@ -1,0 +1,122 @@
+"""Does self-supervised pretraining learn class-separating features? 10-NN accuracy vs epochs (issue 13).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ssl_probe.py --epochs 30 --every 5 \\
+        --out benchmarks/results/ssl_probe.json
+
+Pretrains SimCLR (``conf/pretrain/ssl.yaml``'s model, the CPU preset: 32x32, batch 256, cosine schedule over
+``--epochs``) on the default task's 12,000-image pool and, every ``--every`` epochs, measures the 10-NN accuracy
+of the backbone's pooled features on a held-out fifth of the pool (:func:`imgselect.embeddings.ssl.knn_probe`,
+labels used for this diagnosis only) and the wall time so far. Baselines with the same probe: the raw pixels,
+the pixels embedding (16x16, PCA-50) and the randomly initialised backbone (epoch 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from datamodules import FashionMNISTDataModule  # noqa: E402
+from imgselect.callbacks import embed_images  # noqa: E402
+from imgselect.embeddings.ssl import knn_probe  # noqa: E402
+from lightning_modules.ssl import SimCLRModule  # noqa: E402
+
+
+class Probe(pl.Callback):
+    """10-NN accuracy of the backbone's features every ``every`` epochs."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, every: int, t0: float) -> None:
+        self.images, self.labels, self.every, self.t0 = images, labels, every, t0
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every and epoch != trainer.max_epochs:
+            return
+        train_s = time.perf_counter() - self.t0 - sum(r["probe_s"] for r in self.rows)
+        t = time.perf_counter()
+        feats = embed_images(pl_module.embed, self.images, 512, "cpu", False).numpy()  # type: ignore[arg-type]
+        acc = knn_probe(feats, self.labels, 10, seed=0)["knn_accuracy"]
+        loss = float(trainer.callback_metrics.get("ssl/train_loss", float("nan")))
+        row = {"epoch": epoch, "knn_accuracy": acc, "train_loss": loss, "train_s": round(train_s, 1)}
+        row["probe_s"] = round(time.perf_counter() - t, 1)
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    pl.seed_everything(args.seed, workers=True)
+    dm = FashionMNISTDataModule(data_dir=str(ROOT / "data" / "fashion-mnist"), image_size=args.image_size)
+    dm.setup()
+    pool = dm.pool
+    assert pool.labels is not None
+    labels = pool.labels
+    baselines = {}
+    raw = pool.images.reshape(len(pool), -1).float().numpy()
+    baselines["raw pixels"] = knn_probe(raw, labels, 10, seed=0)["knn_accuracy"]
+    small = torch.nn.functional.interpolate(pool.images.float(), size=(16, 16), mode="area").reshape(
+        len(pool), -1
+    )
+    centred = small - small.mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=50, center=False)
+    baselines["pixels embedding (16x16, PCA-50)"] = knn_probe((centred @ v).numpy(), labels, 10, seed=0)[
+        "knn_accuracy"
+    ]
+    model = SimCLRModule()
+    feats0 = embed_images(model.embed, pool.images, 512, "cpu", False).numpy()
+    baselines["mobilenetv2_100, random init (epoch 0)"] = knn_probe(feats0, labels, 10, seed=0)[
+        "knn_accuracy"
+    ]
+    print(json.dumps(baselines, indent=2), flush=True)
+
+    loader = DataLoader(
+        TensorDataset(pool.images, torch.arange(len(pool))),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
+    t0 = time.perf_counter()
+    probe = Probe(pool.images, labels, args.every, t0)
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    result = {
+        "command": " ".join(["OMP_NUM_THREADS=2 .venv/bin/python", *sys.argv]),
+        "pool": f"Fashion-MNIST T-shirt/top vs Shirt, train split, {len(pool)} images at {args.image_size}x{args.image_size}",
+        "probe": "10-NN (cosine) accuracy on a held-out fifth of the pool, seed 0",
+        "settings": {**dict(model.hparams), "epochs": args.epochs, "batch_size": args.batch_size},
+        "baselines": baselines,
+        "curve": probe.rows,
+        "threads": torch.get_num_threads(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
