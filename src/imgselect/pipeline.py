@@ -148,9 +148,8 @@ def run(cfg: DictConfig) -> float | None:
     with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
         selector: Selector = instantiate(cfg.selector)
         labeler: Labeler = instantiate(cfg.labels)
-        selecting = selector.budget > 0 or not isinstance(
-            labeler, FileLabels
-        )  # budget=0: train on labels only
+        # with a person's labels, budget=0 trains on them and chooses nothing new
+        selecting = selector.budget > 0 or not isinstance(labeler, FileLabels)
         embedding: Embedding | None = (
             instantiate(cfg.embedding) if selecting and selector.requires_embeddings else None
         )
