@@ -8,7 +8,6 @@ of the test split: the paper's "day D pool, day D+1 validation".
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import shutil
 import urllib.error
@@ -21,6 +20,7 @@ import torch
 
 from datamodules.images import resize_uint8
 from datamodules.pool import PoolDataModule
+from imgselect.cache import sha256_file
 from imgselect.pool import ImageSet, content_hash
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,6 @@ SHA256 = {
 }
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _gunzip(src: Path, dst: Path) -> None:

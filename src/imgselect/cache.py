@@ -27,6 +27,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks: weight files, detectors and datasets in cache
+    keys and checks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def cache_key(**parts: Any) -> str:
     """A short hash of ``parts`` (JSON-serialisable values, order of keywords irrelevant)."""
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from imgselect.artifacts import write_csv_atomic
+from imgselect.cache import sha256_file
 from imgselect.csvfiles import read_csv_rows
 from imgselect.progress import Progress
 
@@ -183,11 +184,7 @@ class OnnxPersonDetector:
             raise ValueError(f"OpenCV could not read the detector {path}: {e}") from e
         self.model, self.input_size, self.person_class = path, input_size, person_class
         self.confidence, self.swap_rb, self.scale, self.mean = confidence, swap_rb, scale, mean
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        self._digest = h.hexdigest()[:16]
+        self._digest = sha256_file(path)[:16]
 
     def settings(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from imgselect.cache import sha256_file
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
 from imgselect.progress import Progress
 from imgselect.runtime import is_rank_zero
@@ -20,14 +20,6 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_drop.", "last_linear.")
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 class BackboneEmbedding:
@@ -79,7 +71,7 @@ class BackboneEmbedding:
         return {
             "model": self.model,
             "weights": str(self.weights) if self.weights else None,
-            "weights_sha256": _file_digest(self.weights) if self.weights else None,
+            "weights_sha256": sha256_file(self.weights)[:16] if self.weights else None,
             "random_init": self.random_init,
             "image_size": self.image_size,
         }
