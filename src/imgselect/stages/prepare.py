@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embedding_map import project_2d, save_embedding_map
+from imgselect.embeddings.pixels import downscale
 from imgselect.labels import LabeledSet
 from imgselect.pool import ImageSet
 from imgselect.selection.dedup import (
@@ -108,8 +108,7 @@ def map_features(pool: ImageSet, embeddings: np.ndarray | None) -> tuple[np.ndar
     """The selection's embeddings, or (for a selector without one) the pixels at 16x16."""
     if embeddings is not None:
         return embeddings, "embedding"
-    small = torch.nn.functional.interpolate(pool.images.float(), size=(16, 16), mode="area")
-    return small.reshape(len(pool), -1).numpy(), "pixels"
+    return downscale(pool.images, 16), "pixels"  # batched: never the whole pool as floats at once
 
 
 @dataclass(frozen=True)
