@@ -171,7 +171,7 @@ def classifier_stage(
             val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
             if rest_images is not None:
                 rest_probs.append(_predict(model, rest_images, f"Predicting unlabeled pool (fold {i})"))
-            if new_images is not None:
+            if new_images is not None and not predict_rest:  # else the final model predicts them
                 new_probs.append(_predict(model, new_images, f"Predicting the new picks (fold {i})"))
     before = np.mean(val_probs, axis=0)
     out["before"] = classification_metrics(before, val_labels, plan.positive_class)
