@@ -13,6 +13,7 @@ real server by ``scripts/label_studio_roundtrip.py``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Sequence
@@ -134,22 +135,7 @@ def write_label_studio(
             }
         }
         if predictions is not None:
-            p = predictions[k]
-            c = int(np.argmax(p))
-            task["predictions"] = [
-                {
-                    "model_version": model_version,
-                    "score": round(float(p[c]), 4),
-                    "result": [
-                        {
-                            "from_name": FROM_NAME,
-                            "to_name": TO_NAME,
-                            "type": "choices",
-                            "value": {"choices": [class_names[c]]},
-                        }
-                    ],
-                }
-            ]
+            task["predictions"] = [pre_annotation(predictions[k], class_names, model_version)]
         tasks.append(task)
     config = folder / "config.xml"
     with atomic_path(config) as tmp:
@@ -160,16 +146,45 @@ def write_label_studio(
     return {"label_studio_tasks": str(folder / "tasks.json"), "label_studio_config": str(config)}
 
 
+def pre_annotation(probs: np.ndarray, class_names: Sequence[str], model_version: str) -> dict[str, Any]:
+    """A Label Studio prediction: the most likely class of ``probs`` and its probability as the score."""
+    c = int(np.argmax(probs))
+    return {
+        "model_version": model_version,
+        "score": round(float(probs[c]), 4),
+        "result": [
+            {
+                "from_name": FROM_NAME,
+                "to_name": TO_NAME,
+                "type": "choices",
+                "value": {"choices": [class_names[c]]},
+            }
+        ],
+    }
+
+
+def add_predictions(
+    out_dir: str | Path, predictions: np.ndarray, class_names: Sequence[str], model_version: str = "imgselect"
+) -> Path:
+    """Give the tasks :func:`write_label_studio` wrote (one per tile, in order) the classifier's guesses as
+    pre-annotations, once a classifier exists; nothing else in ``label_studio/`` is written again."""
+    path = Path(out_dir) / LS_DIR / "tasks.json"
+    tasks = json.loads(path.read_text(encoding="utf-8"))
+    if len(tasks) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for the {len(tasks)} tasks of {path}")
+    for task, probs in zip(tasks, predictions, strict=True):
+        task["predictions"] = [pre_annotation(probs, class_names, model_version)]
+    write_json_atomic(path, tasks)
+    return path
+
+
 def write_labeling_files(
     out_dir: str | Path,
     selection: Selection,
     pool: ImageSet,
     class_names: Sequence[str],
-    predictions: np.ndarray | None = None,
 ) -> dict[str, str]:
-    """``labels_template.csv`` and ``label_studio/`` for the chosen images; returns their paths."""
+    """``labels_template.csv`` and ``label_studio/`` for the chosen images (pre-annotations come later, from
+    :func:`add_predictions`, once a classifier exists); returns their paths."""
     template = write_labels_template(Path(out_dir) / "labels_template.csv", selection, pool)
-    return {
-        "labels_template": str(template),
-        **write_label_studio(out_dir, selection, pool, class_names, predictions),
-    }
+    return {"labels_template": str(template), **write_label_studio(out_dir, selection, pool, class_names)}

@@ -21,7 +21,7 @@ from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.ssl import BACKBONE_FILE, PretrainedEmbedding
 from imgselect.jobs import config_hash, metric_of
-from imgselect.labeling import write_labeling_files
+from imgselect.labeling import add_predictions, write_labeling_files
 from imgselect.labels import FileLabels, Labeler
 from imgselect.progress import set_progress_mode
 from imgselect.result import RunResult
@@ -239,7 +239,7 @@ def run(cfg: DictConfig) -> float | None:
             predictions = classifier.pop("predictions", None)
             if predictions is not None and selection is not None and is_rank_zero():
                 # the next round's tasks carry this model's guesses as pre-annotations
-                write_labeling_files(out_dir, selection, pool, class_names, predictions)
+                add_predictions(out_dir, predictions, class_names)
 
         if not is_rank_zero():
             return None
