@@ -59,12 +59,9 @@ def check_settings(
         n_val: labeled validation images (``None``: not checked); a classifier needs at least one.
     """
     if not (n_known > 0 and budget == 0):
-        if n_excluded and budget > n_pool - n_excluded:
-            raise ValueError(
-                f"budget={budget} exceeds the {n_pool - n_excluded} images left to choose from in {source} "
-                f"({n_pool} readable, {n_excluded} already labeled or near-duplicates); lower budget"
-            )
-        check_budget(budget, n_pool, source)
+        check_budget(
+            budget, n_pool, source, n_pool - n_excluded, f"{n_excluded} already labeled or near-duplicates"
+        )
     n_train = n_known + (budget if reveals else 0)
     if folds is not None and n_val == 0:
         raise ValueError(

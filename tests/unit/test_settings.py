@@ -63,3 +63,11 @@ def test_pseudo_size_above_the_unlabeled_images_warns(caplog: pytest.LogCaptureF
     assert (
         "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - 10 labeled = 90)" in caplog.text
     )
+
+
+def test_budget_counts_only_the_images_left_to_choose() -> None:
+    """Labeled images and near-duplicates are set aside: the budget must fit what is left."""
+    _check(n_known=20, n_excluded=95, budget=5, pseudo_size=0)  # 100 - 95 = 5 left: fits
+    with pytest.raises(ValueError, match=r"budget=6 exceeds the 5 images left to choose from in data/pool"):
+        _check(n_known=20, n_excluded=95, budget=6, pseudo_size=0)
+    _check(n_known=20, n_excluded=100, budget=0, pseudo_size=0)  # train on the labels only

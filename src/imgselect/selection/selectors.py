@@ -121,12 +121,20 @@ def check_embeddings(embeddings: np.ndarray | None, n_pool: int, selector: str) 
     return x
 
 
-def check_budget(budget: int, n_pool: int, source: str = "the pool") -> None:
-    """Raise a clear error when ``budget`` cannot be met from ``n_pool`` readable images."""
+def check_budget(
+    budget: int, n_pool: int, source: str = "the pool", n_left: int | None = None, excluded: str = ""
+) -> None:
+    """Raise a clear error when ``budget`` cannot be met from ``n_pool`` readable images, or from the
+    ``n_left`` of them the selection may still choose (``excluded`` says what was set aside)."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"budget must be an integer, got {budget!r}")
     if budget < 1:
         raise ValueError(f"budget={budget} must be at least 1 (the number of images to label)")
+    if n_left is not None and n_left < n_pool and budget > n_left:
+        raise ValueError(
+            f"budget={budget} exceeds the {n_left} images left to choose from in {source} "
+            f"({n_pool} readable; excluded: {excluded}); lower budget"
+        )
     if budget > n_pool:
         raise ValueError(
             f"budget={budget} exceeds the pool ({n_pool} readable images in {source}); "

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from imgselect.artifacts import write_selection
 from imgselect.pool import ImageSet
 from imgselect.runtime import is_rank_zero
-from imgselect.selection.selectors import Selection, Selector
+from imgselect.selection.selectors import Selection, Selector, check_budget
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,8 @@ def select_stage(
         excluded = {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in (exclude or {}).items()}
         blocked = np.unique(np.concatenate([np.zeros(0, np.int64), *excluded.values()]))
         candidates = np.setdiff1d(np.arange(len(pool)), blocked)
-        if len(blocked) and selector.budget > len(candidates):
-            counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
-            raise ValueError(
-                f"budget={selector.budget} exceeds the {len(candidates)} images left to choose from in "
-                f"{pool.source} ({len(pool)} readable; excluded: {counts}); lower budget"
-            )
+        counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
+        check_budget(selector.budget, len(pool), pool.source, len(candidates), counts)
         selection = selector.select(
             len(candidates),
             embeddings[candidates] if selector.requires_embeddings and embeddings is not None else None,
