@@ -74,15 +74,13 @@ def load_validation(path: Path, class_names: list[str], image_size: int, num_thr
     if unknown:
         raise ValueError(f"validation labels {unknown} in {path} are not among classes={class_names}")
     index = {c: i for i, c in enumerate(class_names)}
-    images, kept, skipped, _ = load_image_files(
-        paths, image_size, num_threads, f"Decoding validation ({path})"
-    )
+    decoded = load_image_files(paths, image_size, num_threads, f"Decoding validation ({path})")
     return ImageSet(
-        images=images,
-        ids=[str(paths[i]) for i in kept],
-        labels=np.array([index[names[i]] for i in kept], dtype=np.int64),
+        images=decoded.images,
+        ids=[str(paths[i]) for i in decoded.kept],
+        labels=np.array([index[names[i]] for i in decoded.kept], dtype=np.int64),
         source=str(path),
-        skipped=skipped,
+        skipped=decoded.skipped,
     )
 
 
@@ -107,6 +105,10 @@ class FolderDataModule(PoolDataModule):
             pool is then exactly the listed files, which must lie under ``pool_dir``.
         image_size, batch_size, num_workers: see :class:`PoolDataModule`.
         num_threads: decoding threads.
+        cache_dir: the cache root; the decoded pool is kept there (:mod:`imgselect.poolstore`: one
+            memory-mapped file, decoded once for a set of files and shared by later jobs and DDP processes).
+            ``None``: every job decodes into memory.
+        cache: ``False`` decodes into memory, as ``cache_dir=None`` does (the top-level ``cache`` setting).
     """
 
     def __init__(
@@ -119,8 +121,11 @@ class FolderDataModule(PoolDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         num_threads: int = 4,
+        cache_dir: str | None = None,
+        cache: bool = True,
     ) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
+        self.store = cache_dir if cache else None
         self.pool_dir = Path(pool_dir)
         self.val_path = Path(val)
         self.classes = list(classes) if classes else None
@@ -204,18 +209,20 @@ class FolderDataModule(PoolDataModule):
             self._check_pool_classes(pool_names, class_names)
         index = {c: i for i, c in enumerate(class_names)}
 
-        images, kept, skipped, hashes = load_image_files(
-            pool_paths, self.image_size, self.num_threads, f"Decoding pool ({self.pool_dir})"
+        decoded = load_image_files(
+            pool_paths, self.image_size, self.num_threads, f"Decoding pool ({self.pool_dir})", self.store
         )
+        kept, skipped = decoded.kept, decoded.skipped
         pool = ImageSet(
-            images=images,
+            images=decoded.images,
             ids=[str(pool_paths[i]) for i in kept],
             labels=None
             if pool_names is None
             else np.array([index[pool_names[i]] for i in kept], dtype=np.int64),
             source=str(self.pool_dir),
             skipped=skipped,
-            hashes=hashes,
+            hashes=decoded.hashes,
+            known_fingerprint=decoded.fingerprint,
         )
         if skipped:
             log.warning("%d of %d pool files were unreadable and skipped", len(skipped), len(pool_paths))

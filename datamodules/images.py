@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from imgselect.pool import content_hash
+from imgselect.poolstore import ArraySink, ImageSink, files_key, stored_pool
 from imgselect.progress import track
 from imgselect.runtime import is_rank_zero
 
@@ -89,22 +90,26 @@ def decode_image(path: str | Path | io.BytesIO, size: int) -> np.ndarray:
 class DecodedFiles(NamedTuple):
     """What :func:`load_image_files` read: the ``(m, 3, size, size)`` tensor, the positions in ``paths`` of
     the ``m`` readable files, ``(path, reason)`` for each skipped file and the readable files' content hashes
-    (:func:`imgselect.pool.content_hash` of their bytes)."""
+    (:func:`imgselect.pool.content_hash` of their bytes); with the pool store, also the pool's fingerprint
+    (ids = the kept paths) and the store's folder."""
 
     images: torch.Tensor
     kept: list[int]
     skipped: list[tuple[str, str]]
     hashes: list[str]
+    fingerprint: str | None = None
+    store: Path | None = None
 
 
-def load_image_files(
+def decode_into(
     paths: Sequence[Path],
     size: int,
+    sink: ImageSink,
     num_threads: int = 4,
     description: str = "Decoding images",
-) -> DecodedFiles:
-    """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones; each file is read once, for its
-    pixels and its content hash."""
+) -> tuple[list[int], list[tuple[str, str]], list[str]]:
+    """Decode ``paths`` into ``sink`` in order, skipping (and logging) the unreadable ones; each file is read
+    once, for its pixels and its content hash. Returns ``(kept, skipped, hashes)``."""
 
     def one(p: Path) -> tuple[np.ndarray, str] | str:
         try:
@@ -113,26 +118,50 @@ def load_image_files(
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             return f"{type(e).__name__}: {e}"
 
-    images: list[np.ndarray] = []
     hashes: list[str] = []
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=num_threads) as ex:
-        results = ex.map(one, paths)
+        results = ex.map(one, paths)  # in order, so the sink gets the images in pool order
         shown = track(results, description, "images", total=len(paths), enabled=is_rank_zero())
         for i, r in enumerate(shown):
             if isinstance(r, str):
                 skipped.append((str(paths[i]), r))
                 log.warning("skipping unreadable image %s (%s)", paths[i], r)
             else:
-                images.append(r[0])
+                sink.write(r[0])
                 hashes.append(r[1])
                 kept.append(i)
-    if images:
-        tensor = torch.from_numpy(np.stack(images))
-    else:
-        tensor = torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return DecodedFiles(tensor, kept, skipped, hashes)
+    return kept, skipped, hashes
+
+
+def load_image_files(
+    paths: Sequence[Path],
+    size: int,
+    num_threads: int = 4,
+    description: str = "Decoding images",
+    store: str | Path | None = None,
+) -> DecodedFiles:
+    """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones.
+
+    Args:
+        store: a cache root: the pool is decoded once into its pool store (:mod:`imgselect.poolstore`) and
+            mapped from there by this and every later job with the same files; ``None``: decoded into memory.
+    """
+    if store is not None:
+        stored = stored_pool(
+            store,
+            files_key(paths, size),
+            size,
+            lambda sink: decode_into(paths, size, sink, num_threads, description),
+            lambda kept: [str(paths[i]) for i in kept],
+        )
+        return DecodedFiles(
+            stored.images, stored.kept, stored.skipped, stored.hashes, stored.fingerprint, stored.path
+        )
+    array = ArraySink(len(paths), size)
+    kept, skipped, hashes = decode_into(paths, size, array, num_threads, description)
+    return DecodedFiles(array.tensor(), kept, skipped, hashes)
 
 
 def list_images(root: str | Path) -> list[Path]:

@@ -57,7 +57,9 @@ class VideoDataModule(PoolDataModule):
         detector: ``kind`` (``hog`` or ``onnx``) and its settings (see :func:`build_detector`).
         crops: which detections become crops (:class:`imgselect.video.CropRules`).
         crops_dir: where the crops are cached (per video and settings).
-        cache: reuse crops extracted before with the same video and settings.
+        cache: reuse crops extracted before with the same video and settings, and the decoded crops.
+        cache_dir: the cache root the decoded crops are kept in (:mod:`imgselect.poolstore`); ``None``: every
+            job decodes them into memory.
         classes: the task's classes (the labeling tool offers them); default: the validation set's.
         val: a labeled validation set (folder of class subfolders or CSV of path,label), or ``None``.
         image_size, batch_size, num_workers: see :class:`PoolDataModule`.
@@ -80,6 +82,7 @@ class VideoDataModule(PoolDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         num_threads: int = 4,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
         self.paths = [str(p) for p in path] if isinstance(path, list | tuple) else str(path)
@@ -88,6 +91,7 @@ class VideoDataModule(PoolDataModule):
         self.rules = CropRules(**dict(crops or {}))
         self.crops_dir = Path(crops_dir)
         self.cache = cache
+        self.store = cache_dir if cache else None
         self.classes = list(classes) if classes else None
         self.val_path = Path(val) if val else None
         self.num_threads = num_threads
@@ -105,13 +109,18 @@ class VideoDataModule(PoolDataModule):
             videos, self.crops_dir, self.sampling, self.detector, self.rules, self.cache, is_rank_zero()
         )
         files = [root / r["path"] for r in rows]
-        images, kept, skipped, hashes = load_image_files(
-            files, self.image_size, self.num_threads, "Decoding person crops"
+        decoded = load_image_files(
+            files, self.image_size, self.num_threads, "Decoding person crops", self.store
         )
-        self.manifest = [rows[i] for i in kept]
+        self.manifest = [rows[i] for i in decoded.kept]
         source = str(self.paths if isinstance(self.paths, str) else ", ".join(self.paths))
         pool = ImageSet(
-            images=images, ids=[str(files[i]) for i in kept], source=source, skipped=skipped, hashes=hashes
+            images=decoded.images,
+            ids=[str(files[i]) for i in decoded.kept],
+            source=source,
+            skipped=decoded.skipped,
+            hashes=decoded.hashes,
+            known_fingerprint=decoded.fingerprint,
         )
         if self.val_path is not None:
             class_names = self.classes or sorted(set(validation_listing(self.val_path)[1]))

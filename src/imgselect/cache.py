@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -60,6 +61,23 @@ class CacheEntry:
 
     def complete(self) -> bool:
         return all((self.path / name).exists() for name in self.required)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on this entry (a ``.<key>.lock`` file beside it) for the ``with`` block:
+        jobs that would build the same entry wait for the first one's instead of all building it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(f".{self.key}.lock")
+        with lock_path.open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another job to finish the cache entry %s", self.path)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     @contextmanager
     def writing(self) -> Iterator[Path]:
@@ -149,7 +167,7 @@ def list_entries(root: str | Path, kinds: Sequence[str] = ()) -> list[ListedEntr
                 if child.name.startswith("."):
                     if child.name.endswith(".tmp"):
                         out.append(_describe(child, kind, child.name, unfinished=True))
-                elif any(p.is_file() for p in child.iterdir()):
+                elif any(p.is_file() and not p.name.startswith(".") for p in child.iterdir()):  # not a lock
                     out.append(_describe(child, kind, child.name, unfinished=False))
                 else:
                     walk(child)

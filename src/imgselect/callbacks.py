@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from imgselect.pool import PoolSource
+from imgselect.pool import PoolSource, scan
 from imgselect.progress import Progress, format_duration
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,33 @@ def embed_images(
     device: torch.device | str = "cpu",
     progress: bool = True,
     description: str = "Embedding pool",
+    index: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Apply ``embed`` (an embedding or a prediction) to uint8 ``images`` in batches; returns ``(n, d)``
-    float32 on the CPU. ``progress``: show it (:mod:`imgselect.progress`) under ``description``."""
-    out = []
-    with Progress(len(images), description, "images", enabled=progress) as bar:
-        for i in range(0, len(images), batch_size):
-            batch = images[i : i + batch_size]
-            out.append(embed(batch.to(device, non_blocking=True)).float().cpu())
-            bar.advance(len(batch))
-    if not out:
+    float32 on the CPU. ``progress``: show it (:mod:`imgselect.progress`) under ``description``.
+
+    ``index``: embed only ``images[index]``, gathered one batch at a time (a memory-mapped pool is never
+    copied whole). The output is allocated once, when the first batch gives its width.
+    """
+    rows = torch.as_tensor(index, dtype=torch.long) if index is not None else None
+    n = len(rows) if rows is not None else len(images)
+    if n == 0:
         raise ValueError("no images to embed")
-    return torch.cat(out)
+    out: torch.Tensor | None = None
+    batches = (
+        (images[rows[i : i + batch_size]] for i in range(0, n, batch_size))
+        if rows is not None
+        else scan(images, batch_size)  # a mapped pool: one batch resident at a time
+    )
+    with Progress(n, description, "images", enabled=progress) as bar:
+        for i, batch in zip(range(0, n, batch_size), batches, strict=True):
+            y = embed(batch.to(device, non_blocking=True)).float().cpu()
+            if out is None:
+                out = torch.empty((n, *y.shape[1:]), dtype=torch.float32)
+            out[i : i + len(y)] = y
+            bar.advance(len(batch))
+    assert out is not None
+    return out
 
 
 class EmbeddingCallback(pl.Callback):
@@ -83,7 +98,7 @@ class EmbeddingCallback(pl.Callback):
         shard = len(pool) // world + (len(pool) % world > 0)
         emb = embed_images(
             pl_module.embed,  # type: ignore[arg-type]
-            pool.images[local],
+            pool.images[rank::world],  # a strided view: no copy of the pool
             self.batch_size,
             pl_module.device,
             progress=trainer.is_global_zero,

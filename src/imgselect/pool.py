@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -12,10 +14,11 @@ import torch
 
 @dataclass
 class ImageSet:
-    """Decoded images held in memory.
+    """Decoded images, in memory or mapped from the pool store (:mod:`imgselect.poolstore`).
 
     Attributes:
-        images: ``(n, 3, h, w)`` uint8 tensor.
+        images: ``(n, 3, h, w)`` uint8 tensor; read-only by contract (a mapped pool's pages are dropped
+            after scans, :func:`scan`, which would also drop a write).
         ids: one string per image (a file path, or ``train:123`` for a dataset index).
         labels: ``(n,)`` int64 class indices, or ``None`` when unknown.
         source: where the images came from, for messages (a folder path, a dataset name).
@@ -23,6 +26,8 @@ class ImageSet:
         hashes: a content hash of each image (:func:`content_hash` of its file's bytes, or of its raw
             pixels for a dataset without files), or ``None``. A person's labels are keyed by it, so they
             survive a moved folder, a re-run, a cleared cache and a grown pool.
+        known_fingerprint: :meth:`fingerprint`, when the caller computed it already (the pool store does,
+            once, when it decodes the pool), so a job does not read every pixel again to key its caches.
     """
 
     images: torch.Tensor
@@ -31,6 +36,7 @@ class ImageSet:
     source: str = "the pool"
     skipped: list[tuple[str, str]] = field(default_factory=list)
     hashes: list[str] | None = None
+    known_fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -49,11 +55,65 @@ class ImageSet:
 
     def fingerprint(self) -> str:
         """A short hash of the pixels and ids: equal pools have equal fingerprints (used as a cache key)."""
-        h = hashlib.sha256()
-        h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
-        h.update("\n".join(self.ids).encode())
-        return h.hexdigest()[:16]
+        if self.known_fingerprint is None:
+            self.known_fingerprint = stream_fingerprint(self.images, self.ids)
+        return self.known_fingerprint
+
+
+FINGERPRINT_CHUNK = 1 << 26  # bytes hashed at a time (64 MiB): no copy of the whole pool
+
+
+def stream_fingerprint(images: torch.Tensor, ids: list[str]) -> str:
+    """:meth:`ImageSet.fingerprint` of ``images`` and ``ids``: sha256 of the shape, the pixels (in chunks of
+    whole images, read where they lie: a memory-mapped pool is never copied) and the ids."""
+    h = hashlib.sha256()
+    h.update(str(tuple(images.shape)).encode())
+    per_image = max(1, images[0].numel() if len(images) else 1)
+    step = max(1, FINGERPRINT_CHUNK // per_image)
+    for chunk in scan(images, step):
+        h.update(chunk.contiguous().numpy().data)  # contiguous already: no copy
+    h.update("\n".join(ids).encode())
+    return h.hexdigest()[:16]
+
+
+# start address -> (mmap, length) of every pool file mapped in this process (imgselect.poolstore.map_images;
+# a handful per process, never unmapped: the tensors that view them live as long as the job)
+_MAPS: dict[int, tuple[mmap.mmap, int]] = {}
+
+
+def register_map(address: int, mapping: mmap.mmap, length: int) -> None:
+    """Tell :func:`drop_pages` that ``length`` bytes at ``address`` are the file mapping ``mapping``."""
+    _MAPS[address] = (mapping, length)
+
+
+def drop_pages(images: torch.Tensor) -> None:
+    """Let go of the resident pages of ``images`` when they are a slice of a mapped pool (else nothing).
+
+    A scan over the whole pool (an embedding, the hashes) would otherwise leave every page it read counted
+    in the process's memory, the pool's size on top of what the stage builds. The pages stay in the page
+    cache (shared, reclaimable); reading them again costs a page fault, not a disk read, while memory allows.
+    """
+    if images.numel() == 0:
+        return
+    start = images.data_ptr()
+    for base, (mm, length) in _MAPS.items():
+        if base <= start < base + length:
+            page = mmap.PAGESIZE
+            lo = ((start - base) // page) * page
+            hi = min(length, start - base + images.numel())  # bytes: uint8, contiguous rows
+            if hi > lo:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            return
+
+
+def scan(images: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
+    """``images`` a ``batch`` of rows at a time, in order; each batch's pages are dropped once the caller is
+    done with it (:func:`drop_pages`), so a scan of a mapped pool holds one batch, not the pool."""
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch]
+        yield chunk
+        if chunk.is_contiguous():
+            drop_pages(chunk)
 
 
 HASH_CHARS = 16  # 64 bits: a collision among a million images has odds of about 3e-8

@@ -231,7 +231,8 @@ def test_decoding_a_folder_ends_with_a_rate_line(
     caplog.set_level(logging.INFO, logger="imgselect")
     monkeypatch.setattr("sys.stderr", Stream(tty=False))
     paths = list_images(image_folder["pool"])
-    images, _, skipped, _ = load_image_files(paths, 8, 1, f"Decoding pool ({image_folder['pool']})")
+    decoded = load_image_files(paths, 8, 1, f"Decoding pool ({image_folder['pool']})")
+    images, skipped = decoded.images, decoded.skipped
     [line] = messages(caplog, "imgselect.progress")
     assert line.startswith(f"Decoding pool ({image_folder['pool']}): {len(paths)} images in ")
     assert len(images) + len(skipped) == len(paths)

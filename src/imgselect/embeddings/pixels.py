@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,44 +12,110 @@ import torch
 from torch.nn import functional as F
 
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.pool import scan
 
 log = logging.getLogger(__name__)
 
 
-def downscale(images: torch.Tensor, size: int, grayscale: bool = False, batch: int = 4096) -> np.ndarray:
-    """``(n, 3, h, w)`` uint8 -> ``(n, c·size²)`` float32 in ``[0, 1]`` (bilinear, antialiased)."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch].float().div_(255.0)
+DOWNSCALE_BATCH = 4096
+
+
+def downscale_batches(
+    images: torch.Tensor, size: int, grayscale: bool = False, batch: int | None = None
+) -> Iterator[np.ndarray]:
+    """:func:`downscale` one batch (default :data:`DOWNSCALE_BATCH`) at a time: ``(m, c·size²)`` float32
+    arrays, in pool order (the pool is read where it lies, a batch at a time: a memory-mapped pool is never
+    held as floats at once)."""
+    for chunk in scan(images, batch or DOWNSCALE_BATCH):
+        x = chunk.float().div_(255.0)
         if grayscale:
             x = x.mean(dim=1, keepdim=True)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.flatten(1).numpy())
+        yield x.flatten(1).numpy()
+
+
+def downscale(
+    images: torch.Tensor, size: int, grayscale: bool = False, batch: int | None = None
+) -> np.ndarray:
+    """``(n, 3, h, w)`` uint8 -> ``(n, c·size²)`` float32 in ``[0, 1]`` (bilinear, antialiased)."""
+    out = list(downscale_batches(images, size, grayscale, batch))
+    if not out:
+        return np.zeros((0, (1 if grayscale else 3) * size * size), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def pca(x: np.ndarray, dim: int, whiten: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Project ``x`` (``(n, f)``) on its ``dim`` leading principal components (exact, deterministic).
+class Moments:
+    """Mean and covariance of rows given a batch at a time (float64, shifted by the first batch's mean so
+    the sums do not cancel): the PCA of a pool that is never held as one matrix."""
 
-    Returns the ``(n, dim)`` float32 projection and the explained-variance ratio of each component. Each
-    component's sign is fixed so that its largest loading is positive (the same data always gives the same
-    vectors).
-    """
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=0)
-    cov = np.cov(x64 - mean, rowvar=False) if len(x) > 1 else np.zeros((x.shape[1], x.shape[1]))
-    cov = np.atleast_2d(cov)
-    vals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(vals)[::-1][:dim]
-    vals, vecs = np.clip(vals[order], 0, None), vecs[:, order]
-    signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])])
-    vecs = vecs * np.where(signs == 0, 1, signs)
-    z = (x64 - mean) @ vecs
-    if whiten:
-        z /= np.sqrt(vals + 1e-12)
-    total = float(np.clip(np.linalg.eigvalsh(cov), 0, None).sum()) or 1.0
-    return z.astype(np.float32), (vals / total).astype(np.float32)
+    def __init__(self) -> None:
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.s1: np.ndarray | None = None
+        self.s2: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        x64 = x.astype(np.float64)
+        if self.shift is None:
+            self.shift = x64.mean(axis=0)
+            self.s1 = np.zeros(x.shape[1])
+            self.s2 = np.zeros((x.shape[1], x.shape[1]))
+        assert self.s1 is not None and self.s2 is not None
+        d = x64 - self.shift
+        self.s1 += d.sum(axis=0)
+        self.s2 += d.T @ d
+        self.n += len(x)
+
+    def mean(self) -> np.ndarray:
+        assert self.shift is not None and self.s1 is not None
+        return self.shift + self.s1 / self.n
+
+    def cov(self) -> np.ndarray:
+        """The sample covariance (divisor ``n - 1``, as :func:`numpy.cov`; zeros for a single row)."""
+        assert self.s1 is not None and self.s2 is not None
+        if self.n < 2:
+            return np.zeros_like(self.s2)
+        return (self.s2 - np.outer(self.s1, self.s1) / self.n) / (self.n - 1)
+
+
+@dataclass(frozen=True)
+class PCA:
+    """Leading principal components: ``mean``, ``(f, dim)`` ``components`` and their variances."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    variances: np.ndarray
+    explained_ratio: np.ndarray
+
+    @classmethod
+    def fit(cls, moments: Moments, dim: int) -> PCA:
+        """Exact and deterministic: each component's sign is fixed so that its largest loading is positive
+        (the same data always gives the same vectors)."""
+        cov = np.atleast_2d(moments.cov())
+        vals, vecs = np.linalg.eigh(cov)
+        order = np.argsort(vals)[::-1][:dim]
+        vals, vecs = np.clip(vals[order], 0, None), vecs[:, order]
+        signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])])
+        vecs = vecs * np.where(signs == 0, 1, signs)
+        total = float(np.clip(np.linalg.eigvalsh(cov), 0, None).sum()) or 1.0
+        return cls(moments.mean(), vecs, vals, (vals / total).astype(np.float32))
+
+    def transform(self, x: np.ndarray, whiten: bool = False) -> np.ndarray:
+        z = (x.astype(np.float64) - self.mean) @ self.components
+        if whiten:
+            z /= np.sqrt(self.variances + 1e-12)
+        return z.astype(np.float32)
+
+
+def pca(x: np.ndarray, dim: int, whiten: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Project ``x`` (``(n, f)``) on its ``dim`` leading principal components (exact, deterministic; see
+    :meth:`PCA.fit`). Returns the ``(n, dim)`` float32 projection and each component's explained-variance
+    ratio."""
+    moments = Moments()
+    moments.add(x)
+    fitted = PCA.fit(moments, dim)
+    return fitted.transform(x, whiten), fitted.explained_ratio
 
 
 class PixelsEmbedding:
@@ -76,17 +144,38 @@ class PixelsEmbedding:
         return {"size": self.size, "dim": self.dim, "grayscale": self.grayscale, "whiten": self.whiten}
 
     def compute(self, ctx: EmbedContext) -> EmbedOutput:
-        x = downscale(ctx.pool.images, self.size, self.grayscale)
-        dim = min(self.dim, x.shape[1], len(x))
+        images = ctx.pool.images
+        features = (1 if self.grayscale else 3) * self.size * self.size
+        dim = min(self.dim, features, len(images))
         if dim < self.dim:
             log.warning("pixels: only %d components possible (asked %d)", dim, self.dim)
-        z, ratio = pca(x, dim, self.whiten)
-        explained = float(ratio.sum())
+        z, explained = pixels_pca(images, self.size, dim, self.grayscale, self.whiten)
         log.info(
             "pixels: %d images -> %d-d PCA of %d pixel values (%.1f%% of variance)",
             len(z),
             dim,
-            x.shape[1],
+            features,
             100 * explained,
         )
         return EmbedOutput(embeddings=z, metrics={"pca_explained_variance": explained, "dim": dim})
+
+
+def pixels_pca(
+    images: torch.Tensor, size: int, dim: int, grayscale: bool = False, whiten: bool = False
+) -> tuple[np.ndarray, float]:
+    """``images`` downscaled to ``size``×``size`` and projected on their ``dim`` leading principal components:
+    the ``(n, dim)`` float32 projection and the fraction of the variance it keeps.
+
+    Two passes over the pool, a batch at a time: the pixels' moments, then their projection. No ``(n, pixel
+    values)`` matrix is ever held (at a million images of 16x16x3 it would be 3 GB of floats).
+    """
+    moments = Moments()
+    for x in downscale_batches(images, size, grayscale):
+        moments.add(x)
+    fitted = PCA.fit(moments, dim)
+    z = np.empty((len(images), dim), dtype=np.float32)
+    i = 0
+    for x in downscale_batches(images, size, grayscale):
+        z[i : i + len(x)] = fitted.transform(x, whiten)
+        i += len(x)
+    return z, float(fitted.explained_ratio.sum())

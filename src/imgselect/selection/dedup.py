@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgselect.selection.kmeans import require_faiss
+from imgselect.pool import scan
+from imgselect.selection.kmeans import count_nonfinite_rows, require_faiss
 
 DedupMethod = Literal["dhash", "embedding"]
 METHODS: tuple[str, ...] = ("dhash", "embedding")
@@ -96,8 +97,8 @@ def dhash(images: torch.Tensor, hash_size: int = 8, *, batch_size: int = HASH_BA
     out = np.empty(n, dtype=np.uint64)
     luma = torch.tensor(_LUMA, dtype=torch.float32).view(1, 3, 1, 1)
     n_bits = hash_size * hash_size
-    for start in range(0, n, batch_size):
-        batch = images[start : start + batch_size]
+    start = 0
+    for batch in scan(images, batch_size):  # a mapped pool: one batch resident at a time
         # Resize first, on uint8 (torch's fast path, ~6x faster than on float), then grey: both are linear,
         # so the order changes only rounding, and the grey step runs on 8 x 9 pixels instead of h x w.
         small_rgb = F.interpolate(
@@ -108,6 +109,7 @@ def dhash(images: torch.Tensor, hash_size: int = 8, *, batch_size: int = HASH_BA
         padded = np.zeros((len(batch), 64), dtype=bool)
         padded[:, 64 - n_bits :] = bits
         out[start : start + len(batch)] = np.packbits(padded, axis=1).view(">u8").ravel()
+        start += len(batch)
     return out
 
 
@@ -284,8 +286,8 @@ class _EmbeddingSearch(_Search):
         if x.ndim != 2 or x.shape[1] == 0:
             raise ValueError(f"method='embedding' needs (n, d) embeddings, got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x).all(axis=1)).sum())
+        bad = count_nonfinite_rows(x)
+        if bad:
             raise ValueError(f"{bad} of {len(x)} embeddings contain NaN or inf; check the embedding")
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         zero = np.flatnonzero(norms[:, 0] == 0)

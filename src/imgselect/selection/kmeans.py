@@ -100,6 +100,11 @@ def faiss_gpu_available() -> bool:
     return bool(get_num_gpus and get_num_gpus() > 0)
 
 
+def count_nonfinite_rows(x: np.ndarray, chunk: int = 65536) -> int:
+    """Rows of ``x`` holding a NaN or inf, checked ``chunk`` rows at a time (no ``x``-sized mask at once)."""
+    return sum(int((~np.isfinite(x[i : i + chunk]).all(axis=1)).sum()) for i in range(0, len(x), chunk))
+
+
 def kmeans(
     x: np.ndarray,
     k: int,
@@ -142,8 +147,8 @@ def kmeans(
     n, d = x.shape
     if not 1 <= k <= n:
         raise ValueError(f"K-means needs 1 <= k <= n, got k={k} for n={n} points")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x).all(axis=1)).sum())
+    bad = count_nonfinite_rows(x)
+    if bad:
         raise ValueError(
             f"{bad} of {n} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
         )

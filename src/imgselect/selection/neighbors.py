@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from imgselect.selection.kmeans import faiss_gpu_available, require_faiss
+from imgselect.selection.kmeans import count_nonfinite_rows, faiss_gpu_available, require_faiss
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def as_float32_2d(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
         raise ValueError(
             f"{name} must hold at least one point of at least one dimension, got shape {x.shape}"
         )
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x).all(axis=1)).sum())
+    bad = count_nonfinite_rows(x)
+    if bad:
         raise ValueError(f"{bad} of {len(x)} {name} contain NaN or inf")
     return x
 

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, KMeansOptions
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions, count_nonfinite_rows
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def check_embeddings(embeddings: np.ndarray | None, n_pool: int, selector: str) 
         raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
     if len(x) != n_pool:
         raise ValueError(f"got {len(x)} embeddings for a pool of {n_pool} images")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x).all(axis=1)).sum())
+    bad = count_nonfinite_rows(x)
+    if bad:
         raise ValueError(
             f"{bad} of {n_pool} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
         )

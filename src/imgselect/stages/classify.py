@@ -74,9 +74,14 @@ def make_loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuff
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, drop_last=drop_last)
 
 
-def _predict(model: ClassifierModel, images: torch.Tensor, description: str) -> np.ndarray:
+def _predict(
+    model: ClassifierModel, images: torch.Tensor, description: str, index: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities of ``images`` (of ``images[index]``, gathered a batch at a time: no copy)."""
     model.eval()
-    probs = embed_images(model.predict_proba, images, 512, model.device, is_rank_zero(), description)
+    probs = embed_images(
+        model.predict_proba, images, 512, model.device, is_rank_zero(), description, index=index
+    )
     return probs.numpy()
 
 
@@ -155,10 +160,9 @@ def classifier_stage(
     folds = stratified_folds(y, k, seed=plan.seed)
     images = pool.images[torch.as_tensor(chosen)]
     rest = np.setdiff1d(np.arange(len(pool)), chosen)
-    predict_rest = plan.pseudo_size > 0 and len(rest) > 0
-    rest_images = pool.images[torch.as_tensor(rest)] if predict_rest else None  # gathered once, not per fold
+    predict_rest = plan.pseudo_size > 0 and len(rest) > 0  # rest: pool indices, never a copy of the pool
     val_probs, rest_probs, new_probs = [], [], []
-    new_images = pool.images[torch.as_tensor(predict)] if predict is not None and len(predict) else None
+    new = np.asarray(predict, dtype=np.int64) if predict is not None and len(predict) else None
     with timer("classifier_folds"):
         for i in range(k):
             pl.seed_everything(plan.seed + i, workers=True, verbose=False)
@@ -169,10 +173,10 @@ def classifier_stage(
                 images[train_mask], y[train_mask], plan.epochs, held,
             )  # fmt: skip
             val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
-            if rest_images is not None:
-                rest_probs.append(_predict(model, rest_images, f"Predicting unlabeled pool (fold {i})"))
-            if new_images is not None and not predict_rest:  # else the final model predicts them
-                new_probs.append(_predict(model, new_images, f"Predicting the new picks (fold {i})"))
+            if predict_rest:
+                rest_probs.append(_predict(model, pool.images, f"Predicting unlabeled pool (fold {i})", rest))
+            if new is not None and not predict_rest:  # else the final model predicts them
+                new_probs.append(_predict(model, pool.images, f"Predicting the new picks (fold {i})", new))
     before = np.mean(val_probs, axis=0)
     out["before"] = classification_metrics(before, val_labels, plan.positive_class)
     log.info(
@@ -205,8 +209,8 @@ def classifier_stage(
                 plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
             )
             after = _predict(final, val.images, "Predicting validation (final model)")
-            if new_images is not None:
-                new_probs = [_predict(final, new_images, "Predicting the new picks (final model)")]
+            if new is not None:
+                new_probs = [_predict(final, pool.images, "Predicting the new picks (final model)", new)]
         out["after"] = classification_metrics(after, val_labels, plan.positive_class)
         matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
         log.info(

@@ -69,8 +69,8 @@ def embed_stage(
         log.info(
             "embedding %s: loading cached vectors from %s (nothing computed)", embedding.name, entry.path
         )
-        with timer("embed"):
-            embeddings = np.load(entry.path / EMBEDDINGS)
+        with timer("embed"):  # mapped, not read: pages come in as the selection touches them (copy-on-write)
+            embeddings = np.load(entry.path / EMBEDDINGS, mmap_mode="c")
         if len(embeddings) != len(pool):
             raise RuntimeError(
                 f"cached embeddings in {entry.path} hold {len(embeddings)} rows for a pool of {len(pool)}; "

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embedding_map import project_2d, save_embedding_map
-from imgselect.embeddings.pixels import downscale
+from imgselect.embeddings.pixels import pixels_pca
 from imgselect.labels import LabeledSet
 from imgselect.pool import ImageSet
 from imgselect.selection.dedup import (
@@ -104,11 +104,17 @@ def pool_info(dm: Any) -> dict[str, Any]:
     }
 
 
+MAP_PIXEL_DIM = 50  # principal components of the pixels a map starts from when the selection has no embedding
+
+
 def map_features(pool: ImageSet, embeddings: np.ndarray | None) -> tuple[np.ndarray, str]:
-    """The selection's embeddings, or (for a selector without one) the pixels at 16x16."""
+    """The selection's embeddings, or (for a selector without one) the pixels at 16x16 on their 50 leading
+    principal components (streamed: never the whole pool as floats at once; the map's own PCA or t-SNE
+    starts from them)."""
     if embeddings is not None:
         return embeddings, "embedding"
-    return downscale(pool.images, 16), "pixels"  # batched: never the whole pool as floats at once
+    features = 3 * 16 * 16
+    return pixels_pca(pool.images, 16, min(MAP_PIXEL_DIM, features, len(pool)))[0], "pixels"
 
 
 @dataclass(frozen=True)
