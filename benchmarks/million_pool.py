@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgselect.poolstore import Decoder, ImageSink  # noqa: E402
+from imgselect.poolstore import Decoder, ImageSink, StoredPool  # noqa: E402
 
 
 def _status() -> dict[str, int]:
@@ -130,19 +130,19 @@ def tiled_decoder(n: int, size: int) -> Decoder:
     return decode
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
+def store(args: argparse.Namespace, decode: Decoder) -> StoredPool:
+    """The benchmark's pool in the store under ``--work``, decoded by ``decode`` if it is not there yet."""
     from imgselect.cache import cache_key
     from imgselect.poolstore import stored_pool
 
+    key = cache_key(benchmark="million_pool", n=args.n, size=args.size)
+    return stored_pool(args.work / "cache", key, args.size, decode, lambda kept: [f"tile:{i}" for i in kept])
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
     meter = Meter()
     with meter.stage("decode into the store"):
-        stored = stored_pool(
-            args.work / "cache",
-            cache_key(benchmark="million_pool", n=args.n, size=args.size),
-            args.size,
-            tiled_decoder(args.n, args.size),
-            lambda kept: [f"tile:{i}" for i in kept],
-        )
+        stored = store(args, tiled_decoder(args.n, args.size))
     assert stored.built, f"{stored.path} existed already: delete --work first"
     return {"stages": meter.stages, "store": str(stored.path), "bytes": stored.images.numel()}
 
@@ -150,25 +150,20 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 def job(args: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
-    from imgselect.cache import cache_key
     from imgselect.embeddings.pixels import PixelsEmbedding
     from imgselect.pool import ImageSet, stream_fingerprint
-    from imgselect.poolstore import stored_pool
     from imgselect.runtime import StageTimer
     from imgselect.selection.dedup import dhash
     from imgselect.selection.kmeans import KMeansOptions
     from imgselect.selection.typiclust import TypiClustSelector
     from imgselect.stages.embed import embed_stage
 
+    def missing(sink: ImageSink) -> tuple[list[int], list[tuple[str, str]], list[str]]:
+        raise RuntimeError(f"no pool in {args.work}: the build phase runs first")
+
     meter = Meter()
     with meter.stage("load (map the store)"):
-        stored = stored_pool(
-            args.work / "cache",
-            cache_key(benchmark="million_pool", n=args.n, size=args.size),
-            args.size,
-            lambda sink: (_ for _ in ()).throw(RuntimeError("the store should exist")),
-            lambda kept: [],
-        )
+        stored = store(args, missing)
         pool = ImageSet(stored.images, stored.ids, hashes=stored.hashes, known_fingerprint=stored.fingerprint)
     assert not stored.built
     with meter.stage("fingerprint (streamed; a store-backed pool reads it from the store)"):
