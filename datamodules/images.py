@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +22,7 @@ from imgselect.runtime import is_rank_zero
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DECODE_CHUNK = 4096  # files submitted to the decoding threads at a time
 
 
 def resize_uint8(images: torch.Tensor, size: int, batch: int = 4096) -> torch.Tensor:
@@ -122,8 +123,15 @@ def decode_into(
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=num_threads) as ex:
-        results = ex.map(one, paths)  # in order, so the sink gets the images in pool order
-        shown = track(results, description, "images", total=len(paths), enabled=is_rank_zero())
+
+        def in_order() -> Iterator[tuple[np.ndarray, str] | str]:
+            # in pool order, so the sink gets the images in order; a chunk of files in flight at a time (a
+            # million files submitted at once would hold a million futures and every decoded image not yet
+            # written)
+            for start in range(0, len(paths), DECODE_CHUNK):
+                yield from ex.map(one, paths[start : start + DECODE_CHUNK])
+
+        shown = track(in_order(), description, "images", total=len(paths), enabled=is_rank_zero())
         for i, r in enumerate(shown):
             if isinstance(r, str):
                 skipped.append((str(paths[i]), r))

@@ -90,6 +90,15 @@ class TestFolderPoolStore:
         assert after.pool.images[i, 0].float().mean() > 150  # the new red square
         assert len(list_entries(tmp_path / "cache", ["pools"])) == 2
 
+    def test_decoding_in_small_chunks_keeps_the_pool_order(
+        self, tmp_path: Path, image_folder: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        whole = _folder(image_folder, None)
+        monkeypatch.setattr(images_module, "DECODE_CHUNK", 4)  # 11 chunks, the corrupt file inside one
+        chunked = _folder(image_folder, tmp_path)
+        assert chunked.pool.ids == whole.pool.ids and chunked.pool.skipped == whole.pool.skipped
+        assert torch.equal(chunked.pool.images, whole.pool.images)
+
     def test_cache_false_decodes_into_memory(self, tmp_path: Path, image_folder: dict[str, Path]) -> None:
         dm = FolderDataModule(
             pool_dir=str(image_folder["pool"]),
