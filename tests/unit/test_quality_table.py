@@ -78,3 +78,41 @@ def test_ten_class_table_says_macro_f1_and_chance(tmp_path: Path) -> None:
     assert saved["jobs"] == 2
     share = saved["summary"]["cells"]["Random selection|125"]["smallest_class_share"]["mean"]
     assert share == pytest.approx(2 / 92)
+
+
+def test_ssl_table_pairs_by_seed_and_counts_signs(tmp_path: Path) -> None:
+    import ssl_pipeline
+
+    def job(selector: str, init: str, seed: int, before: float, after: float | None) -> dict[str, Any]:
+        return {
+            "selector": selector,
+            "classifier_init": init,
+            "budget": 125,
+            "seed": seed,
+            "metrics": {"before": {"f1": before}, "after": {"f1": after} if after is not None else None},
+        }
+
+    jobs = [
+        job("random", "scratch", 0, 0.60, 0.70),
+        job("random", "scratch", 1, 0.70, 0.72),
+        job("random", "ssl", 1, 0.75, 0.71),  # seed 0 missing: only seed 1 pairs
+        job("random", "ssl", 2, 0.90, 0.90),  # no scratch partner
+        job("typiclust", "scratch", 0, 0.65, None),  # no "after": pairs only before
+    ]
+    for i, j in enumerate(jobs):
+        (tmp_path / f"{i}.json").write_text(json.dumps(j))
+    (tmp_path / "ssl_backbone.json").write_text(json.dumps({"epochs": 30}))  # not a job: ignored
+    t = ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))
+    assert t["summary"]["random/scratch/125"]["before"]["mean"] == pytest.approx(0.65)
+    p = t["paired_by_seed"]["125: ssl init - scratch, random (before)"]
+    assert p["per_seed"] == pytest.approx([0.05]) and p["positive"] == 1 and p["n"] == 1
+    assert t["paired_by_seed"]["125: ssl init - scratch, random (after)"]["positive"] == 0
+    assert t["paired_by_seed"]["125: typiclust - random, scratch (before)"]["per_seed"] == pytest.approx(
+        [0.05]
+    )
+    assert "125: typiclust - random, scratch (after)" not in t["paired_by_seed"]
+    md = ssl_pipeline.markdown(t)
+    assert "| random | `init=ssl` | 0.825 ± 0.106 / 0.805 ± 0.134 |" in md
+    (tmp_path / "5.json").write_text(json.dumps(jobs[0]))
+    with pytest.raises(SystemExit, match="two jobs for random/scratch/125 seed 0"):
+        ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))

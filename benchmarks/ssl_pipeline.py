@@ -1,0 +1,146 @@
+"""Issue 13's table from finished jobs: {selector} x {classifier from scratch, from the SSL backbone} x budget,
+F1 before/after pseudo-labeling, mean ± std over seeds, and the paired differences with their sign counts.
+
+    .venv/bin/python benchmarks/ssl_pipeline.py benchmarks/results/ssl_pipeline_jobs \
+        --out benchmarks/results/ssl_pipeline.json
+
+Reads every ``result.json`` (a job folder's) or ``*.json`` job copy under the given paths. A random selection
+from scratch does not depend on the pretraining, so those jobs may come from a sweep without ``pretrain=ssl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from record import save_result
+
+PHASES = ("before", "after")
+
+
+def load_jobs(paths: list[Path]) -> list[dict[str, Any]]:
+    files: list[Path] = []
+    for p in paths:
+        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+    jobs = []
+    for f in files:
+        r = json.loads(f.read_text())
+        if not isinstance(r, dict) or "metrics" not in r or "budget" not in r:
+            continue  # not a job's result (multirun.yaml's neighbours, ssl_backbone.json, ...)
+        r["_file"] = str(f)
+        jobs.append(r)
+    return jobs
+
+
+def table(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """cells[selector/init/budget][seed] = {before, after}; paired differences by seed."""
+    cells: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
+    for r in jobs:
+        key = f"{r['selector']}/{r.get('classifier_init') or 'scratch'}/{r['budget']}"
+        seed = int(r["seed"])
+        if seed in cells[key]:
+            raise SystemExit(f"two jobs for {key} seed {seed}: {cells[key][seed]['file']} and {r['_file']}")
+        m = r["metrics"]
+        cells[key][seed] = {
+            "before": m["before"]["f1"],
+            "after": m["after"]["f1"] if m.get("after") else None,
+            "file": r["_file"],
+        }
+    summary: dict[str, Any] = {}
+    for key, by_seed in cells.items():
+        summary[key] = {}
+        for phase in PHASES:
+            v = [float(x[phase]) for x in by_seed.values() if x[phase] is not None]  # type: ignore[arg-type]
+            if v:
+                sd = statistics.stdev(v) if len(v) > 1 else 0.0
+                summary[key][phase] = {"mean": statistics.fmean(v), "std": sd, "n": len(v)}
+    pairs: dict[str, Any] = {}
+
+    def pair(name: str, a: str, b: str) -> None:
+        if a not in cells or b not in cells:
+            return
+        for phase in PHASES:
+            d = [
+                float(cells[a][s][phase]) - float(cells[b][s][phase])  # type: ignore[arg-type]
+                for s in sorted(set(cells[a]) & set(cells[b]))
+                if cells[a][s][phase] is not None and cells[b][s][phase] is not None
+            ]
+            if d:
+                pairs[f"{name} ({phase})"] = {
+                    "mean": statistics.fmean(d),
+                    "per_seed": d,
+                    "positive": sum(x > 0 for x in d),
+                    "n": len(d),
+                }
+
+    budgets = sorted({int(k.split("/")[2]) for k in cells})
+    selectors = sorted({k.split("/")[0] for k in cells}, key=lambda s: (s != "random", s))
+    for b in budgets:
+        for s in selectors:
+            pair(f"{b}: ssl init - scratch, {s}", f"{s}/ssl/{b}", f"{s}/scratch/{b}")
+        for s in selectors[1:]:
+            for init in ("scratch", "ssl"):
+                pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
+    return {
+        "budgets": budgets,
+        "selectors": selectors,
+        "cells": {k: {str(s): v for s, v in sorted(c.items())} for k, c in sorted(cells.items())},
+        "summary": summary,
+        "paired_by_seed": pairs,
+    }
+
+
+def markdown(t: dict[str, Any]) -> str:
+    budgets = t["budgets"]
+    lines = [
+        "F1 of Shirt before / after pseudo-labeling, mean ± std over seeds:",
+        "",
+        "| selection | classifier | " + " | ".join(f"{b} labels" for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
+    for s in t["selectors"]:
+        for init in ("scratch", "ssl"):
+            row = []
+            for b in budgets:
+                c = t["summary"].get(f"{s}/{init}/{b}", {})
+                row.append(
+                    " / ".join(f"{c[p]['mean']:.3f} ± {c[p]['std']:.3f}" if p in c else "–" for p in PHASES)
+                )
+            lines.append(
+                f"| {s} | {'`init=ssl`' if init == 'ssl' else 'from scratch'} | " + " | ".join(row) + " |"
+            )
+    lines += ["", "Paired by seed (F1 points × 100, seeds with a positive difference):", ""]
+    lines += ["| difference | before | after |", "|---|---|---|"]
+    names = sorted(
+        {k.rsplit(" (", 1)[0] for k in t["paired_by_seed"]}, key=lambda n: (int(n.split(":")[0]), n)
+    )
+    for name in names:
+        cells = []
+        for phase in PHASES:
+            p = t["paired_by_seed"].get(f"{name} ({phase})")
+            cells.append(f"{100 * p['mean']:+.1f} ({p['positive']}/{p['n']})" if p else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="job folders, sweep folders or job JSON copies")
+    parser.add_argument("--out", type=Path, required=True, help="JSON to write; the markdown goes beside it")
+    parser.add_argument("--command", default=" ".join(["python", *sys.argv]), help="how the jobs were run")
+    args = parser.parse_args()
+    t = table(load_jobs(args.paths))
+    save_result(args.out, args.command, **t)
+    args.out.with_suffix(".md").write_text(markdown(t))
+    print(markdown(t))
+
+
+if __name__ == "__main__":
+    main()
