@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -76,14 +77,15 @@ def stream_fingerprint(images: torch.Tensor, ids: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-# start address -> (mmap, length) of every pool file mapped in this process (imgselect.poolstore.map_images;
-# a handful per process, never unmapped: the tensors that view them live as long as the job)
-_MAPS: dict[int, tuple[mmap.mmap, int]] = {}
+# start address -> (weak reference to the mmap, length) of every pool file mapped in this process
+# (imgselect.poolstore.map_images). Weak: a job that lets go of its pool (the next job of a sweep run in the same
+# process maps it again) unmaps it; the entry is dropped then.
+_MAPS: dict[int, tuple[weakref.ref[mmap.mmap], int]] = {}
 
 
 def register_map(address: int, mapping: mmap.mmap, length: int) -> None:
     """Tell :func:`drop_pages` that ``length`` bytes at ``address`` are the file mapping ``mapping``."""
-    _MAPS[address] = (mapping, length)
+    _MAPS[address] = (weakref.ref(mapping, lambda _: _MAPS.pop(address, None)), length)
 
 
 def drop_pages(images: torch.Tensor) -> None:
@@ -96,8 +98,9 @@ def drop_pages(images: torch.Tensor) -> None:
     if images.numel() == 0:
         return
     start = images.data_ptr()
-    for base, (mm, length) in _MAPS.items():
-        if base <= start < base + length:
+    for base, (ref, length) in list(_MAPS.items()):
+        mm = ref()
+        if mm is not None and base <= start < base + length:
             page = mmap.PAGESIZE
             lo = ((start - base) // page) * page
             hi = min(length, start - base + images.numel())  # bytes: uint8, contiguous rows

@@ -100,7 +100,8 @@ def map_images(path: Path, n: int, size: int) -> torch.Tensor:
     if actual != expected:
         raise RuntimeError(
             f"{path} holds {actual:,} bytes, not the {expected:,} of {n:,} images of 3x{size}x{size}: the "
-            f"decoded pool is damaged; delete its folder {path.parent} (it is decoded again)"
+            f"decoded pool is damaged; delete its folder {path.parent} (or run `python -m imgselect.cache "
+            f"clear --kind pools --yes`) and it is decoded again"
         )
     if n == 0:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
@@ -185,7 +186,8 @@ def stored_pool(
     if len(ids) != n or len(hashes) != n or int(meta["size"]) != size:
         raise RuntimeError(
             f"the decoded pool at {entry.path} is inconsistent ({n} images, {len(ids)} ids, {len(hashes)} "
-            f"hashes, size {meta['size']} for {size}); delete that folder (it is decoded again)"
+            f"hashes, size {meta['size']} for {size}); delete that folder (or run `python -m imgselect.cache "
+            f"clear --kind pools --yes`) and it is decoded again"
         )
     if not built:
         log.info("pool: mapping the decoded images at %s (decoded by an earlier job)", entry.path)

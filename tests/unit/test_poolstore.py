@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -54,6 +55,11 @@ class TestFolderPoolStore:
         # the tensor's memory is the file's mapping, not a copy
         start = stored.pool.images.data_ptr()
         assert any(base <= start < base + n for base, (_, n) in pool_module._MAPS.items())
+        # a job that lets go of its pool unmaps it: nothing is kept alive for the next job of the sweep
+        bases = {base for base in pool_module._MAPS if base <= start < base + pool_module._MAPS[base][1]}
+        del stored
+        gc.collect()
+        assert not bases & set(pool_module._MAPS)
 
     def test_a_later_job_maps_the_store_without_decoding(
         self, tmp_path: Path, image_folder: dict[str, Path], monkeypatch: pytest.MonkeyPatch
