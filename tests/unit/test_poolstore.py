@@ -227,3 +227,27 @@ def test_nonfinite_rows_are_counted_across_chunks() -> None:
     x[5, 0] = np.nan  # a row with two bad values counts once
     assert count_nonfinite_rows(x, chunk=3) == 4
     assert count_nonfinite_rows(x[[1, 2, 3]], chunk=2) == 0
+
+
+def test_select_stage_hands_unfiltered_embeddings_over_without_a_copy() -> None:
+    from imgselect.selection.selectors import RandomSelector, Selection
+    from imgselect.stages.select import select_stage
+
+    emb = np.random.default_rng(3).standard_normal((40, 4)).astype(np.float32)
+    pool = ImageSet(torch.zeros((40, 3, 2, 2), dtype=torch.uint8), [str(i) for i in range(40)])
+    seen: list[np.ndarray] = []
+
+    class Recording(RandomSelector):
+        requires_embeddings = True
+
+        def select(self, n_pool: int, embeddings: np.ndarray | None = None, **kw: object) -> Selection:
+            assert embeddings is not None
+            seen.append(embeddings)
+            return super().select(n_pool, embeddings, **kw)  # type: ignore[arg-type]
+
+    first = select_stage(Recording(5), pool, emb, 2, None)
+    assert seen[0] is emb  # a 1M x 512 mapped cache would otherwise be gathered into 2 GB of memory
+    labeled = np.array([0, 1, 2])
+    second = select_stage(Recording(5), pool, emb, 2, None, exclude={"labeled": labeled})
+    assert seen[1].shape == (37, 4) and np.array_equal(seen[1], emb[3:])
+    assert len(first) == 5 and not set(second.indices) & set(labeled)

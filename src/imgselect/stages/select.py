@@ -44,9 +44,13 @@ def select_stage(
         candidates = np.setdiff1d(np.arange(len(pool)), blocked)
         counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
         check_budget(selector.budget, len(pool), pool.source, len(candidates), counts)
+        vectors = None
+        if selector.requires_embeddings and embeddings is not None:
+            # nothing set aside: the embeddings as they are (a mapped cache stays mapped, never gathered)
+            vectors = embeddings[candidates] if len(blocked) else embeddings
         selection = selector.select(
             len(candidates),
-            embeddings[candidates] if selector.requires_embeddings and embeddings is not None else None,
+            vectors,
             source=pool.source,
             n_classes=n_classes,
         )
