@@ -9,7 +9,6 @@ part of the pool says whether the features learned anything: labels are used for
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from imgselect.artifacts import atomic_path, write_json_atomic
 from imgselect.callbacks import embed_images
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
 from imgselect.runtime import is_rank_zero
@@ -54,9 +54,10 @@ def knn_probe(
     k = min(k, len(train))
     n_classes = int(y.max()) + 1
     correct = 0
+    neighbours = torch.from_numpy(x[train]).T  # gathered once, not per chunk of queries
     for i in range(0, len(test), 2048):
         q = test[i : i + 2048]
-        sim = torch.from_numpy(x[q]) @ torch.from_numpy(x[train]).T
+        sim = torch.from_numpy(x[q]) @ neighbours
         nn_idx = sim.topk(k, dim=1).indices.numpy()
         votes = np.zeros((len(q), n_classes))
         for j in range(k):
@@ -136,12 +137,12 @@ class SSLEmbedding:
         if is_rank_zero():
             from safetensors.torch import save_file
 
+            # written beside and renamed over: atomic, and never through a hard link into the cache
             weights = ctx.out_dir / BACKBONE_FILE
-            weights.unlink(missing_ok=True)  # may be a hard link into the cache: never write through it
-            save_file(model.backbone_state(), str(weights))
+            with atomic_path(weights) as tmp:
+                save_file(model.backbone_state(), str(tmp))
             info = ctx.out_dir / BACKBONE_INFO
-            info.unlink(missing_ok=True)
-            info.write_text(json.dumps({"settings": self.settings(), "metrics": metrics}, indent=2) + "\n")
+            write_json_atomic(info, {"settings": self.settings(), "metrics": metrics})
             files = [weights, info]
         return EmbedOutput(
             embeddings=embeddings, files=files, metrics=metrics, timings={"pretrain": fit_s, "embed": embed_s}
