@@ -100,6 +100,14 @@ class TrainerFactory:
     strategy: str | None = None
     progress: ProgressMode | None = None
 
+    def one_process(self) -> bool:
+        """Whether the job trains in this process alone: no DDP ranks that would wait for each other (and
+        deadlock) while one of them waits at a cache lock."""
+        if self.strategy not in (None, "auto") or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return False
+        devices = getattr(self.trainer, "keywords", {}).get("devices", 1)
+        return devices in (1, "1", None) or (isinstance(devices, list) and len(devices) == 1)
+
     def __call__(
         self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
     ) -> pl.Trainer:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +165,68 @@ def test_embed_stage_caches_writes_beside_the_run_and_reads_back_as_a_file(tmp_p
     reread = FileEmbedding(str(run1 / "embeddings.npy")).compute(ctx_for(pool, tmp_path)).embeddings
     assert reread is not None
     np.testing.assert_array_equal(reread, first.embeddings)
+
+
+class CountingEmbedding:
+    """A seeded, cacheable embedding that records each computation in a file and takes a while."""
+
+    name = "counting"
+    seeded = True
+    cacheable = True
+
+    def __init__(self, counter: Path) -> None:
+        self.counter = counter
+
+    def settings(self) -> dict[str, Any]:
+        return {"dim": 3}
+
+    def compute(self, ctx: EmbedContext) -> Any:
+        from imgselect.embeddings.base import EmbedOutput
+
+        with self.counter.open("a") as f:
+            f.write("computed\n")
+        time.sleep(1.0)
+        return EmbedOutput(embeddings=np.arange(len(ctx.pool) * 3, dtype=np.float32).reshape(-1, 3))
+
+
+def _embed_in_a_job(tmp_path: Path, job: int) -> None:
+    out = embed_stage(
+        CountingEmbedding(tmp_path / "computed.txt"),
+        ctx_for(tiny_pool(), tmp_path / f"job{job}"),
+        tmp_path / "cache",
+        StageTimer(),
+    )
+    assert out.embeddings is not None and out.embeddings.shape == (24, 3)
+    (tmp_path / f"job{job}.hit").write_text(str(out.info["cache_hit"]))
+
+
+def test_jobs_that_need_one_entry_compute_it_once(tmp_path: Path) -> None:
+    """Jobs of a parallel sweep that share a seed: the first trains (here: computes), the others wait for it and
+    read its entry instead of training the same model beside it."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_embed_in_a_job, args=(tmp_path, job)) for job in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert (tmp_path / "computed.txt").read_text().count("computed") == 1
+    assert sorted((tmp_path / f"job{j}.hit").read_text() for j in range(3)) == ["False", "True", "True"]
+
+
+def test_only_a_one_process_job_waits_at_a_cache_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functools import partial
+
+    def factory(**trainer_kw: Any) -> TrainerFactory:
+        return TrainerFactory(
+            partial(dict, **trainer_kw), None, tmp_path, strategy=trainer_kw.get("strategy")
+        )
+
+    assert factory(devices=1).one_process() and factory().one_process()
+    assert factory(devices=[0]).one_process()
+    assert not factory(devices=2).one_process()
+    assert not factory(devices=1, strategy="ddp").one_process()  # its ranks compute together: no lock
+    monkeypatch.setenv("WORLD_SIZE", "4")  # a rank that SLURM or torchrun started
+    assert not factory(devices=1).one_process()

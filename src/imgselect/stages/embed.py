@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,21 @@ def embed_stage(
         key = embedding_cache_key(embedding, settings, pool.fingerprint(), ctx.seed, ctx.trainers.precision)
         entry = CacheEntry(cache_root, f"embeddings/{embedding.name}", key, [EMBEDDINGS, META])
         info.update(cache_key=key, cache_dir=str(entry.path))
+    # one job builds an entry, the others of a sweep that need it wait and read it (a DDP job, whose ranks
+    # compute together, is not locked: its copy is written atomically and a duplicate dropped)
+    lock: AbstractContextManager[None] = nullcontext()
+    if use_cache and entry is not None and ctx.trainers.one_process():
+        lock = entry.lock()
+    with lock:
+        return _cached_or_computed(embedding, ctx, entry if use_cache else None, timer, info)
+
+
+def _cached_or_computed(
+    embedding: Embedding, ctx: EmbedContext, entry: CacheEntry | None, timer: StageTimer, info: dict[str, Any]
+) -> EmbeddingResult:
+    pool = ctx.pool
     out = Path(ctx.out_dir)
-    if use_cache and entry is not None and entry.complete():
+    if entry is not None and entry.complete():
         log.info(
             "embedding %s: loading cached vectors from %s (nothing computed)", embedding.name, entry.path
         )
@@ -100,7 +114,7 @@ def embed_stage(
         )
     info["dim"] = int(embeddings.shape[1])
     cached: Path | None = None
-    if is_rank_zero() and use_cache and entry is not None:
+    if is_rank_zero() and entry is not None:
         with entry.writing() as tmp:
             np.save(tmp / EMBEDDINGS, embeddings)
             for f in result.files:
