@@ -1,8 +1,13 @@
 """Issue 13's table from finished jobs: {selector} x {classifier from scratch, from the SSL backbone} x budget,
-F1 before/after pseudo-labeling, mean ± std over seeds, and the paired differences with their sign counts.
+a metric before/after pseudo-labeling, mean ± std over seeds, and the paired differences with their sign counts.
 
     .venv/bin/python benchmarks/ssl_pipeline.py benchmarks/results/ssl_pipeline_jobs \
         --out benchmarks/results/ssl_pipeline.json
+    .venv/bin/python benchmarks/ssl_pipeline.py benchmarks/results/ssl_pipeline_10class_jobs \
+        --metric accuracy --metric f1 --out benchmarks/results/ssl_pipeline_10class.json
+
+The metric is F1 by default (of the positive class on two classes, macro over classes on more); `--metric`
+more than once writes one table per metric.
 
 Reads every ``result.json`` (a job folder's) or ``*.json`` job copy under the given paths. A random selection
 from scratch does not depend on the pretraining, so those jobs may come from a sweep without ``pretrain=ssl``.
@@ -37,8 +42,16 @@ def load_jobs(paths: list[Path]) -> list[dict[str, Any]]:
     return jobs
 
 
-def table(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """cells[selector/init/budget][seed] = {before, after}; paired differences by seed."""
+def metric_label(metric: str, jobs: list[dict[str, Any]]) -> str:
+    classes = {tuple(r.get("classes") or ()) for r in jobs}
+    names = classes.pop() if len(classes) == 1 else ()
+    if metric == "f1":
+        return f"F1 of {names[1]}" if len(names) == 2 else "Macro F1"
+    return metric.capitalize()
+
+
+def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
+    """cells[selector/init/budget][seed] = {before, after} of ``metric``; paired differences by seed."""
     cells: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
     for r in jobs:
         key = f"{r['selector']}/{r.get('classifier_init') or 'scratch'}/{r['budget']}"
@@ -47,8 +60,8 @@ def table(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             raise SystemExit(f"two jobs for {key} seed {seed}: {cells[key][seed]['file']} and {r['_file']}")
         m = r["metrics"]
         cells[key][seed] = {
-            "before": m["before"]["f1"],
-            "after": m["after"]["f1"] if m.get("after") else None,
+            "before": m["before"][metric],
+            "after": m["after"][metric] if m.get("after") else None,
             "file": r["_file"],
         }
     summary: dict[str, Any] = {}
@@ -87,6 +100,8 @@ def table(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             for init in ("scratch", "ssl"):
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
     return {
+        "metric": metric,
+        "metric_label": metric_label(metric, jobs),
         "budgets": budgets,
         "selectors": selectors,
         "cells": {k: {str(s): v for s, v in sorted(c.items())} for k, c in sorted(cells.items())},
@@ -98,7 +113,7 @@ def table(jobs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(t: dict[str, Any]) -> str:
     budgets = t["budgets"]
     lines = [
-        "F1 of Shirt before / after pseudo-labeling, mean ± std over seeds:",
+        f"{t['metric_label']} before / after pseudo-labeling, mean ± std over seeds:",
         "",
         "| selection | classifier | " + " | ".join(f"{b} labels" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),
@@ -114,7 +129,7 @@ def markdown(t: dict[str, Any]) -> str:
             lines.append(
                 f"| {s} | {'`init=ssl`' if init == 'ssl' else 'from scratch'} | " + " | ".join(row) + " |"
             )
-    lines += ["", "Paired by seed (F1 points × 100, seeds with a positive difference):", ""]
+    lines += ["", f"Paired by seed ({t['metric_label']} points × 100, seeds with a positive difference):", ""]
     lines += ["| difference | before | after |", "|---|---|---|"]
     names = sorted(
         {k.rsplit(" (", 1)[0] for k in t["paired_by_seed"]}, key=lambda n: (int(n.split(":")[0]), n)
@@ -135,11 +150,19 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="job folders, sweep folders or job JSON copies")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write; the markdown goes beside it")
     parser.add_argument("--command", default=" ".join(["python", *sys.argv]), help="how the jobs were run")
+    parser.add_argument(
+        "--metric", action="append", choices=("f1", "accuracy", "auroc"), help="f1 (default); repeat for more"
+    )
     args = parser.parse_args()
-    t = table(load_jobs(args.paths))
-    save_result(args.out, args.command, **t)
-    args.out.with_suffix(".md").write_text(markdown(t))
-    print(markdown(t))
+    jobs = load_jobs(args.paths)
+    tables = [table(jobs, m) for m in args.metric or ["f1"]]
+    if len(tables) == 1:
+        save_result(args.out, args.command, **tables[0])
+    else:
+        save_result(args.out, args.command, tables={t["metric"]: t for t in tables})
+    md = "\n".join(markdown(t) for t in tables)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

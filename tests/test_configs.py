@@ -161,7 +161,7 @@ def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
     instantiate(cfg.selector)
 
 
-@pytest.mark.parametrize("name", ["paper_table1", "smoke", "selection_10class", "ssl_2class"])
+@pytest.mark.parametrize("name", ["paper_table1", "smoke", "selection_10class", "ssl_2class", "ssl_10class"])
 def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     """The sweep files extend conf/train.yaml and carry their sweep; the CPU preset still applies on top."""
     import os
@@ -187,6 +187,16 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         }
         assert cfg.pretrain.epochs == 30 and cfg.image_size == 32  # the CPU preset on top
         assert cfg.embedding._target_.endswith("PretrainedEmbedding")
+        return
+    if name == "ssl_10class":
+        assert params == {
+            "selector": "random,typiclust",
+            "classifier.init": "scratch,ssl",
+            "budget": "10,20,50",
+            "seed": "0,1,2",
+        }
+        assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000
+        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
         return
     if name == "selection_10class":
         assert params == {"selector": "random,ae,ae_centroid", "budget": "10,20,50", "seed": "0,1,2"}

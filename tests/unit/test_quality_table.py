@@ -116,3 +116,34 @@ def test_ssl_table_pairs_by_seed_and_counts_signs(tmp_path: Path) -> None:
     (tmp_path / "5.json").write_text(json.dumps(jobs[0]))
     with pytest.raises(SystemExit, match="two jobs for random/scratch/125 seed 0"):
         ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))
+
+
+def test_ssl_table_reports_the_metric_asked_for_and_names_it(tmp_path: Path) -> None:
+    import ssl_pipeline
+
+    ten = [f"c{i}" for i in range(10)]
+    for seed, (acc, f1) in enumerate([(0.40, 0.30), (0.50, 0.45)]):
+        for init, shift in (("scratch", 0.0), ("ssl", 0.10)):
+            metrics = {"accuracy": acc + shift, "f1": f1 + shift}
+            job = {
+                "selector": "random",
+                "classifier_init": init,
+                "budget": 20,
+                "seed": seed,
+                "classes": ten,
+                "metrics": {"before": metrics, "after": None},
+            }
+            (tmp_path / f"{init}{seed}.json").write_text(json.dumps(job))
+    jobs = ssl_pipeline.load_jobs([tmp_path])
+    acc = ssl_pipeline.table(jobs, "accuracy")
+    assert acc["summary"]["random/scratch/20"]["before"]["mean"] == pytest.approx(0.45)
+    assert acc["paired_by_seed"]["20: ssl init - scratch, random (before)"]["per_seed"] == pytest.approx(
+        [0.1, 0.1]
+    )
+    assert ssl_pipeline.table(jobs, "f1")["summary"]["random/scratch/20"]["before"]["mean"] == pytest.approx(
+        0.375
+    )
+    assert ssl_pipeline.markdown(acc).startswith("Accuracy before / after")
+    assert "Macro F1 before / after" in ssl_pipeline.markdown(ssl_pipeline.table(jobs))
+    two = [dict(j, classes=["T-shirt/top", "Shirt"]) for j in jobs]
+    assert ssl_pipeline.table(two)["metric_label"] == "F1 of Shirt"
