@@ -20,6 +20,7 @@ import torch
 
 from datamodules.images import resize_uint8
 from datamodules.pool import PoolDataModule
+from imgselect.artifacts import atomic_path
 from imgselect.cache import sha256_file
 from imgselect.pool import ImageSet, content_hash
 
@@ -50,20 +51,23 @@ SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
 
+# Each writer fills its own temporary file and renames it over the target (atomic_path): jobs of a parallel sweep
+# that prepare the data folder at the same moment each write a whole copy, and no reader sees half a file.
 def _gunzip(src: Path, dst: Path) -> None:
-    tmp = dst.with_suffix(".part")
-    with gzip.open(src, "rb") as fin, tmp.open("wb") as fout:
+    with atomic_path(dst) as tmp, gzip.open(src, "rb") as fin, tmp.open("wb") as fout:
         shutil.copyfileobj(fin, fout)
-    tmp.replace(dst)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _download(url: str, dst: Path, timeout: float) -> None:
-    tmp = dst.with_suffix(".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, tmp.open("wb") as f:
+        with atomic_path(dst) as tmp, urllib.request.urlopen(url, timeout=timeout) as r, tmp.open("wb") as f:
             shutil.copyfileobj(r, f)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        tmp.unlink(missing_ok=True)
         raise RuntimeError(
             f"Fashion-MNIST is not in {dst.parent} nor in {SYSTEM_DIR}, and downloading {url} failed ({e}). "
             f"Offline? Install Debian's copy (apt-get install dataset-fashion-mnist) or put the four IDX files "
@@ -98,7 +102,7 @@ def ensure_fashion_mnist(
                     if candidate.suffix == ".gz":
                         _gunzip(candidate, dst)
                     else:
-                        shutil.copyfile(candidate, dst)
+                        _copy(candidate, dst)
                     break
             else:
                 if mirror is None:

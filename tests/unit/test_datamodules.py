@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,6 +133,28 @@ class TestFashionMNIST:
         out = ensure_fashion_mnist(tmp_path / "data", system_dir=system, mirror=None)
         assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".gz")) == sorted(SHA256)
 
+    def test_jobs_preparing_one_data_folder_at_once_all_succeed(
+        self, tmp_path: Path, fmnist_dir: Path
+    ) -> None:
+        """The jobs of a parallel sweep on a fresh clone unpack the same files at the same moment: each writes
+        its own temporary file (one shared ``.part`` made all but one of them fail)."""
+        system = tmp_path / "system"
+        system.mkdir()
+        for name in SHA256:
+            with gzip.open(system / f"{name}.gz", "wb", compresslevel=1) as f:
+                f.write((fmnist_dir / name).read_bytes())
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(4)
+        procs = [
+            ctx.Process(target=_prepare_after, args=(barrier, tmp_path / "data", system)) for _ in range(4)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(SHA256)  # no temporary left
+
     def test_checksum_mismatch_names_the_file(self, tmp_path: Path, fmnist_dir: Path) -> None:
         data = tmp_path / "data"
         data.mkdir()
@@ -180,6 +204,11 @@ class TestFashionMNIST:
             FashionMNISTDataModule(classes=[0, 0])
         with pytest.raises(ValueError, match="distinct Fashion-MNIST classes"):
             FashionMNISTDataModule(classes=[3, 12])
+
+
+def _prepare_after(barrier: Any, data: Path, system: Path) -> None:
+    barrier.wait()
+    ensure_fashion_mnist(data, system_dir=system, mirror=None)
 
 
 def test_resize_and_dataset() -> None:
