@@ -99,6 +99,8 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
         for s in selectors[1:]:
             for init in ("scratch", "ssl"):
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
+            # both changes against what users start from
+            pair(f"{b}: {s} + ssl init - random from scratch", f"{s}/ssl/{b}", f"random/scratch/{b}")
     return {
         "metric": metric,
         "metric_label": metric_label(metric, jobs),

@@ -111,9 +111,15 @@ def test_ssl_table_pairs_by_seed_and_counts_signs(tmp_path: Path) -> None:
         [0.05]
     )
     assert "125: typiclust - random, scratch (after)" not in t["paired_by_seed"]
+    assert "125: typiclust + ssl init - random from scratch (before)" not in t["paired_by_seed"]  # no partner
+    jobs.append(job("typiclust", "ssl", 1, 0.80, 0.85))
+    (tmp_path / "5.json").write_text(json.dumps(jobs[-1]))
+    t = ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))
+    both = t["paired_by_seed"]["125: typiclust + ssl init - random from scratch (after)"]
+    assert both["per_seed"] == pytest.approx([0.13]) and both["positive"] == 1
     md = ssl_pipeline.markdown(t)
     assert "| random | `init=ssl` | 0.825 ± 0.106 / 0.805 ± 0.134 |" in md
-    (tmp_path / "5.json").write_text(json.dumps(jobs[0]))
+    (tmp_path / "6.json").write_text(json.dumps(jobs[0]))
     with pytest.raises(SystemExit, match="two jobs for random/scratch/125 seed 0"):
         ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))
 
