@@ -73,8 +73,16 @@ def main() -> None:
         "--classes", type=int, nargs="+", default=[0, 6], help="Fashion-MNIST classes of the pool"
     )
     ap.add_argument("--pool-limit", type=int, default=None, help="the first N train images of those classes")
+    ap.add_argument(
+        "--model",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SimCLRModule settings other than conf/pretrain/ssl.yaml's, e.g. min_scale=0.6 temperature=0.2",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    model_kw = {k: float(v) for k, v in (item.split("=", 1) for item in args.model)}
     pl.seed_everything(args.seed, workers=True)
     dm = FashionMNISTDataModule(
         data_dir=str(ROOT / "data" / "fashion-mnist"),
@@ -97,7 +105,7 @@ def main() -> None:
     baselines["pixels embedding (16x16, PCA-50)"] = knn_probe(
         (centred @ v).numpy(), labels, 10, seed=args.seed
     )["knn_accuracy"]
-    model = SimCLRModule()
+    model = SimCLRModule(**model_kw)  # type: ignore[arg-type]
     feats0 = embed_images(model.embed, pool.images, 512, "cpu", False).numpy()
     baselines["mobilenetv2_100, random init (epoch 0)"] = knn_probe(feats0, labels, 10, seed=args.seed)[
         "knn_accuracy"
