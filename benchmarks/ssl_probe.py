@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,7 +146,9 @@ def main() -> None:
     )
     trainer.fit(model, train_dataloaders=loader)
     result = {
-        "command": " ".join(["OMP_NUM_THREADS=2 .venv/bin/python", *sys.argv]),
+        "command": " ".join(
+            [f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", ".venv/bin/python", *sys.argv]
+        ),
         "pool": described,
         "probe": probe_text,
         "settings": {**dict(model.hparams), "epochs": args.epochs, "batch_size": args.batch_size},
