@@ -50,11 +50,17 @@ def metric_label(metric: str, jobs: list[dict[str, Any]]) -> str:
     return metric.capitalize()
 
 
+def selection_name(job: dict[str, Any]) -> str:
+    """``random``, or the selector and the embedding it ran on (``typiclust on ssl``)."""
+    selector, embedding = job["selector"], job.get("embedding")
+    return selector if selector == "random" or not embedding else f"{selector} on {embedding}"
+
+
 def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
     """cells[selector/init/budget][seed] = {before, after} of ``metric``; paired differences by seed."""
     cells: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
     for r in jobs:
-        key = f"{r['selector']}/{r.get('classifier_init') or 'scratch'}/{r['budget']}"
+        key = f"{selection_name(r)}/{r.get('classifier_init') or 'scratch'}/{r['budget']}"
         seed = int(r["seed"])
         if seed in cells[key]:
             raise SystemExit(f"two jobs for {key} seed {seed}: {cells[key][seed]['file']} and {r['_file']}")
@@ -101,6 +107,12 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
             # both changes against what users start from
             pair(f"{b}: {s} + ssl init - random from scratch", f"{s}/ssl/{b}", f"random/scratch/{b}")
+        for i, a in enumerate(
+            selectors[1:], 1
+        ):  # selectors (or one selector's embeddings) against each other
+            for other in selectors[i + 1 :]:
+                for init in ("scratch", "ssl"):
+                    pair(f"{b}: {a} - {other}, {init}", f"{a}/{init}/{b}", f"{other}/{init}/{b}")
     return {
         "metric": metric,
         "metric_label": metric_label(metric, jobs),
@@ -122,6 +134,8 @@ def markdown(t: dict[str, Any]) -> str:
     ]
     for s in t["selectors"]:
         for init in ("scratch", "ssl"):
+            if not any(f"{s}/{init}/{b}" in t["summary"] for b in budgets):
+                continue  # not run
             row = []
             for b in budgets:
                 c = t["summary"].get(f"{s}/{init}/{b}", {})

@@ -153,3 +153,15 @@ def test_ssl_table_reports_the_metric_asked_for_and_names_it(tmp_path: Path) -> 
     assert "Macro F1 before / after" in ssl_pipeline.markdown(ssl_pipeline.table(jobs))
     two = [dict(j, classes=["T-shirt/top", "Shirt"]) for j in jobs]
     assert ssl_pipeline.table(two)["metric_label"] == "F1 of Shirt"
+    # one selector on two embeddings: two rows, each paired with random
+    for emb, acc in (("ssl", 0.6), ("pixels", 0.7)):
+        job = {"selector": "typiclust", "embedding": emb, "classifier_init": "ssl", "budget": 20, "seed": 0}
+        job |= {"classes": ten, "metrics": {"before": {"accuracy": acc, "f1": acc}, "after": None}}
+        (tmp_path / f"typiclust_{emb}.json").write_text(json.dumps(job))
+    t = ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]), "accuracy")
+    assert t["paired_by_seed"]["20: typiclust on pixels - random, ssl (before)"]["per_seed"] == pytest.approx(
+        [0.2]
+    )
+    assert t["paired_by_seed"]["20: typiclust on ssl - random, ssl (before)"]["per_seed"] == pytest.approx(
+        [0.1]
+    )
