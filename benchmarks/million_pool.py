@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -150,9 +149,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 def job(args: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
+    from imgselect.embeddings.base import EmbedContext
     from imgselect.embeddings.pixels import PixelsEmbedding
     from imgselect.pool import ImageSet, stream_fingerprint
-    from imgselect.runtime import StageTimer
+    from imgselect.runtime import StageTimer, TrainerFactory
     from imgselect.selection.dedup import dhash
     from imgselect.selection.kmeans import KMeansOptions
     from imgselect.selection.typiclust import TypiClustSelector
@@ -172,9 +172,10 @@ def job(args: argparse.Namespace) -> dict[str, Any]:
         dhash(pool.images)
     out_dir = args.work / f"job{args.size}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = SimpleNamespace(
-        pool=pool, datamodule=None, out_dir=out_dir, seed=0, trainers=SimpleNamespace(precision=None)
-    )
+    no_training = TrainerFactory(
+        trainer=lambda **kw: None, logger=None, out_dir=out_dir
+    )  # pixels: nothing trains
+    ctx = EmbedContext(pool=pool, datamodule=None, out_dir=out_dir, seed=0, trainers=no_training)  # type: ignore[arg-type]
     embedding = PixelsEmbedding(size=16, dim=args.dim)
     with meter.stage(f"embed (pixels 16x16 -> {args.dim}-d PCA, written to the cache)"):
         first = embed_stage(embedding, ctx, args.work / "cache", StageTimer())
