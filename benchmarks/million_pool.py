@@ -172,9 +172,8 @@ def job(args: argparse.Namespace) -> dict[str, Any]:
         dhash(pool.images)
     out_dir = args.work / f"job{args.size}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    no_training = TrainerFactory(
-        trainer=lambda **kw: None, logger=None, out_dir=out_dir
-    )  # pixels: nothing trains
+    # the pixels embedding trains nothing: a factory that builds no Trainer
+    no_training = TrainerFactory(trainer=lambda **kw: None, logger=None, out_dir=out_dir)
     ctx = EmbedContext(pool=pool, datamodule=None, out_dir=out_dir, seed=0, trainers=no_training)  # type: ignore[arg-type]
     embedding = PixelsEmbedding(size=16, dim=args.dim)
     with meter.stage(f"embed (pixels 16x16 -> {args.dim}-d PCA, written to the cache)"):

@@ -107,9 +107,8 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
             # both changes against what users start from
             pair(f"{b}: {s} + ssl init - random from scratch", f"{s}/ssl/{b}", f"random/scratch/{b}")
-        for i, a in enumerate(
-            selectors[1:], 1
-        ):  # selectors (or one selector's embeddings) against each other
+        # selectors (or one selector on two embeddings) against each other
+        for i, a in enumerate(selectors[1:], 1):
             for other in selectors[i + 1 :]:
                 for init in ("scratch", "ssl"):
                     pair(f"{b}: {a} - {other}, {init}", f"{a}/{init}/{b}", f"{other}/{init}/{b}")
