@@ -178,25 +178,19 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     params = dict(cfg.hydra.sweeper.params)
-    if name == "ssl_2class":
+    if name.startswith(
+        "ssl_"
+    ):  # issue 13's tables: {random, typiclust} x {scratch, init=ssl} x budgets x seeds
+        budgets, n_classes = {"ssl_2class": ("125,200,500,1000", 2), "ssl_10class": ("10,20,50", 10)}[name]
         assert params == {
             "selector": "random,typiclust",
             "classifier.init": "scratch,ssl",
-            "budget": "125,200,500,1000",
+            "budget": budgets,
             "seed": "0,1,2",
         }
+        assert len(cfg.data.classes) == n_classes
         assert cfg.pretrain.epochs == 30 and cfg.image_size == 32  # the CPU preset on top
         assert cfg.embedding._target_.endswith("PretrainedEmbedding")
-        return
-    if name == "ssl_10class":
-        assert params == {
-            "selector": "random,typiclust",
-            "classifier.init": "scratch,ssl",
-            "budget": "10,20,50",
-            "seed": "0,1,2",
-        }
-        assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000
-        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
         return
     if name == "selection_10class":
         assert params == {"selector": "random,ae,ae_centroid", "budget": "10,20,50", "seed": "0,1,2"}
