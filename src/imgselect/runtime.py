@@ -100,21 +100,24 @@ class TrainerFactory:
     strategy: str | None = None
     progress: ProgressMode | None = None
 
+    @property
+    def devices(self) -> Any:
+        """``trainer.devices`` as configured (``None`` when not set: the trainer is a partial of pl.Trainer)."""
+        return getattr(self.trainer, "keywords", {}).get("devices")
+
     def one_process(self) -> bool:
         """Whether the job trains in this process alone: no DDP ranks that would wait for each other (and
         deadlock) while one of them waits at a cache lock."""
         if self.strategy not in (None, "auto") or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return False
-        devices = getattr(self.trainer, "keywords", {}).get("devices", 1)
-        return devices in (1, "1", None) or (isinstance(devices, list) and len(devices) == 1)
+        return self.devices is None or one_device(self.devices)
 
     def __call__(
         self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
     ) -> pl.Trainer:
         # every Trainer may be the first to launch the other DDP ranks in this job (a cache hit skips the
         # autoencoder; the random selector has none), so each one prepares the relaunch
-        devices = getattr(self.trainer, "keywords", {}).get("devices")  # a partial of pl.Trainer
-        prepare_ddp_relaunch(self.strategy, self.out_dir, devices)
+        prepare_ddp_relaunch(self.strategy, self.out_dir, self.devices)
         logger: Any = self.logger(name=stage) if self.logger is not None else False
         shown = display(self.progress)
         return self.trainer(
@@ -136,6 +139,11 @@ def progress_callbacks(shown: str, stage: str) -> list[pl.Callback]:
     if shown == "tqdm":  # Lightning's default is Rich when it is installed
         return [TQDMProgressBar()]
     return [EpochLog(stage)] if shown == "log" else []
+
+
+def one_device(devices: Any) -> bool:
+    """Whether ``trainer.devices`` names a single device (``1``, ``"1"`` or a list of one)."""
+    return devices in (1, "1") or (isinstance(devices, list) and len(devices) == 1)
 
 
 def prepare_ddp_relaunch(strategy: str | None, out_dir: Path, devices: Any = None) -> None:
@@ -162,11 +170,7 @@ def prepare_ddp_relaunch(strategy: str | None, out_dir: Path, devices: Any = Non
     if not launcher.endswith(".BasicLauncher"):
         from lightning.fabric.plugins.environments import SLURMEnvironment
 
-        if (
-            SLURMEnvironment.detect()
-            or devices in (1, "1")
-            or (isinstance(devices, list) and len(devices) == 1)
-        ):
+        if SLURMEnvironment.detect() or one_device(devices):
             return  # SLURM started the ranks, or one process needs no relaunch
         choice = hc.runtime.choices.get("hydra/launcher")
         raise RuntimeError(

@@ -67,11 +67,13 @@ def embed_stage(
         info.update(cache_key=key, cache_dir=str(entry.path))
     # one job builds an entry, the others of a sweep that need it wait and read it (a DDP job, whose ranks
     # compute together, is not locked: its copy is written atomically and a duplicate dropped)
+    if not use_cache:
+        entry = None  # its key and folder are still reported; nothing is read from or written to it
     lock: AbstractContextManager[None] = nullcontext()
-    if use_cache and entry is not None and ctx.trainers.one_process():
+    if entry is not None and ctx.trainers.one_process():
         lock = entry.lock()
     with lock:
-        return _cached_or_computed(embedding, ctx, entry if use_cache else None, timer, info)
+        return _cached_or_computed(embedding, ctx, entry, timer, info)
 
 
 def _cached_or_computed(
