@@ -28,6 +28,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,8 @@ def main() -> None:
     )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    model_kw = {k: float(v) for k, v in (item.split("=", 1) for item in args.model)}
+    # values as YAML reads them (0.6 -> float, 64 -> int, false -> bool), as a Hydra override would
+    model_kw = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.model)}
     pl.seed_everything(args.seed, workers=True)
     dm = FashionMNISTDataModule(
         data_dir=str(ROOT / "data" / "fashion-mnist"),
@@ -106,7 +108,7 @@ def main() -> None:
     baselines["pixels embedding (16x16, PCA-50)"] = knn_probe(
         (centred @ v).numpy(), labels, 10, seed=args.seed
     )["knn_accuracy"]
-    model = SimCLRModule(**model_kw)  # type: ignore[arg-type]
+    model = SimCLRModule(**model_kw)
     feats0 = embed_images(model.embed, pool.images, 512, "cpu", False).numpy()
     baselines["mobilenetv2_100, random init (epoch 0)"] = knn_probe(feats0, labels, 10, seed=args.seed)[
         "knn_accuracy"
