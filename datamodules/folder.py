@@ -7,10 +7,11 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from datamodules.images import list_images, load_image_files
+from datamodules.images import load_image_files, scan_images
 from datamodules.pool import PoolDataModule
 from imgselect.csvfiles import one_value_per_key, read_csv_rows
 from imgselect.pool import ImageSet
@@ -43,23 +44,53 @@ def read_labeled_csv(path: Path) -> tuple[list[Path], list[str]]:
     return [files[k] for k in table], [label for _, label in table.values()]
 
 
-def _class_subfolders(root: Path, what: str) -> tuple[list[Path], list[str]]:
-    """Every image under ``root/<class>/`` (recursive), labeled with its ``<class>`` folder's name."""
+class _Listing(NamedTuple):
+    """A folder's image files, their class names (``None``: unlabeled), the images lying directly in the
+    folder (outside any class subfolder) and ``(path, reason)`` for what the listing skipped."""
+
+    paths: list[Path]
+    labels: list[str] | None
+    loose: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def _log_skipped(skipped: list[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        log.warning("not listed: %s (%s)", path, reason)
+
+
+def _class_subfolders(root: Path, what: str) -> _Listing:
+    """Every image under ``root/<class>/`` (recursive, linked folders followed), labeled with its ``<class>``
+    folder's name."""
+    found = scan_images(root)
+    _log_skipped(found.skipped)
     paths: list[Path] = []
     labels: list[str] = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = list_images(sub)
-        paths += files
-        labels += [sub.name] * len(files)
+    loose: list[Path] = []
+    for p in found.files:
+        parts = p.relative_to(root).parts
+        if len(parts) > 1:
+            paths.append(p)
+            labels.append(parts[0])
+        else:
+            loose.append(p)
     if not paths:
-        raise ValueError(f"{what} {root} has no class subfolders with images")
-    return paths, labels
+        raise ValueError(f"{what} {root} has no class subfolders with images{_skipped_note(found.skipped)}")
+    return _Listing(paths, labels, loose, found.skipped)
 
 
-def validation_listing(path: Path) -> tuple[list[Path], list[str]]:
-    """A labeled validation set's files and class names: a CSV of ``path,label`` or one subfolder per class."""
+def _skipped_note(skipped: list[tuple[str, str]]) -> str:
+    """`` (2 entries not listed: a: why; ...)`` for an error about an empty listing, ``""`` when none."""
+    if not skipped:
+        return ""
+    shown = "; ".join(f"{p}: {why}" for p, why in skipped[:3])
+    return f" ({len(skipped)} entries not listed: {shown}{' ...' if len(skipped) > 3 else ''})"
+
+
+def _validation(path: Path) -> _Listing:
     if path.is_file():
-        return read_labeled_csv(path)
+        files, names = read_labeled_csv(path)
+        return _Listing(files, names, [], [])
     if path.is_dir():
         return _class_subfolders(path, "validation folder")
     raise FileNotFoundError(
@@ -67,9 +98,17 @@ def validation_listing(path: Path) -> tuple[list[Path], list[str]]:
     )
 
 
+def validation_listing(path: Path) -> tuple[list[Path], list[str]]:
+    """A labeled validation set's files and class names: a CSV of ``path,label`` or one subfolder per class."""
+    listing = _validation(path)
+    return listing.paths, listing.labels or []
+
+
 def load_validation(path: Path, class_names: list[str], image_size: int, num_threads: int) -> ImageSet:
-    """Decode a labeled validation set (see :func:`validation_listing`) whose labels are among ``class_names``."""
-    paths, names = validation_listing(path)
+    """Decode a labeled validation set (see :func:`validation_listing`) whose labels are among ``class_names``;
+    ``skipped`` holds what the listing skipped (broken links, ...) and the unreadable files."""
+    listing = _validation(path)
+    paths, names = listing.paths, listing.labels or []
     unknown = sorted(set(names) - set(class_names))
     if unknown:
         raise ValueError(f"validation labels {unknown} in {path} are not among classes={class_names}")
@@ -80,7 +119,7 @@ def load_validation(path: Path, class_names: list[str], image_size: int, num_thr
         ids=[str(paths[i]) for i in decoded.kept],
         labels=np.array([index[names[i]] for i in decoded.kept], dtype=np.int64),
         source=str(path),
-        skipped=decoded.skipped,
+        skipped=listing.skipped + decoded.skipped,
     )
 
 
@@ -132,25 +171,28 @@ class FolderDataModule(PoolDataModule):
         self.pool_labels = pool_labels
         self.num_threads = num_threads
 
-    def _pool_listing(self) -> tuple[list[Path], list[str] | None]:
+    def _pool_listing(self) -> _Listing:
         """The pool's files and, when ``pool_labels`` is set, their class names (nothing decoded yet)."""
         if not self.pool_dir.is_dir():
             raise FileNotFoundError(f"pool folder {self.pool_dir} does not exist or is not a folder")
         if self.pool_labels is None:
-            paths = list_images(self.pool_dir)
-            if not paths:
-                raise FileNotFoundError(f"no images (jpg, png, bmp, webp) found under {self.pool_dir}")
-            return paths, None
+            found = scan_images(self.pool_dir)
+            _log_skipped(found.skipped)
+            if not found.files:
+                raise FileNotFoundError(
+                    f"no images (jpg, png, bmp, webp) found under {self.pool_dir}{_skipped_note(found.skipped)}"
+                )
+            return _Listing(found.files, None, [], found.skipped)
         if self.pool_labels == "subfolders":
-            paths, names = _class_subfolders(self.pool_dir, "pool folder (data.pool_labels=subfolders)")
-            loose = [p for p in list_images(self.pool_dir) if p.parent == self.pool_dir]
+            listing = _class_subfolders(self.pool_dir, "pool folder (data.pool_labels=subfolders)")
+            loose = listing.loose
             if loose:
                 raise ValueError(
                     f"data.pool_labels=subfolders, but {len(loose)} images lie directly in {self.pool_dir} "
                     f"with no class subfolder (e.g. {loose[0].name}): move them into pool_dir/<class>/, "
                     f"or list the labeled files in a CSV and give data.pool_labels=<that CSV>"
                 )
-            return paths, names
+            return listing
         csv_path = Path(self.pool_labels)
         if not csv_path.is_file():
             raise FileNotFoundError(
@@ -174,7 +216,7 @@ class FolderDataModule(PoolDataModule):
                 f"{len(outside)} files listed in {csv_path} lie outside pool_dir={self.pool_dir} "
                 f"(e.g. {outside[0]}): set data.pool_dir to the folder that holds the pool"
             )
-        return paths, names
+        return _Listing(paths, names, [], [])
 
     def _val_listing(self) -> tuple[list[Path], list[str]]:
         return validation_listing(self.val_path)
@@ -193,7 +235,8 @@ class FolderDataModule(PoolDataModule):
             )
 
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
-        pool_paths, pool_names = self._pool_listing()
+        listing = self._pool_listing()
+        pool_paths, pool_names = listing.paths, listing.labels
         _, val_names = self._val_listing()
         class_names = self.classes or sorted(set(val_names))
         unknown = sorted(set(val_names) - set(class_names))
@@ -212,7 +255,7 @@ class FolderDataModule(PoolDataModule):
         decoded = load_image_files(
             pool_paths, self.image_size, self.num_threads, f"Decoding pool ({self.pool_dir})", self.store
         )
-        kept, skipped = decoded.kept, decoded.skipped
+        kept, skipped = decoded.kept, listing.skipped + decoded.skipped
         pool = ImageSet(
             images=decoded.images,
             ids=[str(pool_paths[i]) for i in kept],
@@ -225,7 +268,13 @@ class FolderDataModule(PoolDataModule):
             known_fingerprint=decoded.fingerprint,
         )
         if skipped:
-            log.warning("%d of %d pool files were unreadable and skipped", len(skipped), len(pool_paths))
+            log.warning(
+                "%d pool entries were skipped (%d unreadable of the %d files listed, %d not listed)",
+                len(skipped),
+                len(decoded.skipped),
+                len(pool_paths),
+                len(listing.skipped),
+            )
         if pool.labels is not None:
             counts = np.bincount(pool.labels, minlength=len(class_names))
             log.info(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
+import stat
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,11 +117,16 @@ def decode_into(
     once, for its pixels and its content hash. Returns ``(kept, skipped, hashes)``."""
 
     def one(p: Path) -> tuple[np.ndarray, str] | str:
+        buffer = None
         try:
             data = Path(p).read_bytes()
-            return decode_image(io.BytesIO(data), size), content_hash(data)
+            buffer = io.BytesIO(data)
+            return decode_image(buffer, size), content_hash(data)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-            return f"{type(e).__name__}: {e}"
+            # Pillow names the in-memory buffer it was given ("cannot identify image file <_io.BytesIO
+            # object at 0x...>"): name the file instead
+            reason = f"{type(e).__name__}: {e}"
+            return reason.replace(repr(buffer), repr(str(p))) if buffer is not None else reason
 
     hashes: list[str] = []
     kept: list[int] = []
@@ -172,12 +181,135 @@ def load_image_files(
     return DecodedFiles(array.tensor(), kept, skipped, hashes)
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """Every image file under ``root`` (recursive), sorted, by suffix (case-insensitive)."""
+class ImageListing(NamedTuple):
+    """What :func:`scan_images` found: the image files (sorted) and ``(path, reason)`` for each entry it
+    did not list (a broken or looping link, a folder reached twice, a second link to a listed file, an
+    unreadable folder)."""
+
+    files: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _bad_link_reason(path: Path, error: OSError) -> str:
+    """Why the link ``path`` cannot be followed, naming it and its target."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    if error.errno == errno.ELOOP:
+        return f"a symbolic link loop: {path} -> {target} leads back to itself; fix or remove the link"
+    if error.errno == errno.ENOENT:
+        return f"a broken symbolic link: {path} -> {target}, which does not exist; fix or remove the link"
+    return f"cannot follow the symbolic link {path} -> {target} ({type(error).__name__}: {error.strerror})"
+
+
+def scan_images(root: str | Path) -> ImageListing:
+    """Every image file under ``root`` (recursive, by suffix, case-insensitive), following symbolic links.
+
+    A pool is often put together from links (``pool/cam1 -> /data/cam1``), so linked folders and files are
+    listed like real ones, under the linked path. Each real folder is walked once and each real file listed
+    once: the folders under ``root`` itself are walked before any linked folder, so the real path wins over a
+    link to it, and every entry not listed is in ``skipped`` with the reason:
+
+    - a link to a folder already walked (one of its own parent folders, which would loop forever, or a
+      second link to the same folder) or to a folder that holds ``root`` (walking it would list everything
+      around the pool);
+    - a second path to a file already listed (a link to it, or a hard link);
+    - a broken link or a link loop named like an image or with no suffix (it may have been a folder);
+    - a folder that cannot be read.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    skipped: list[tuple[str, str]] = []
+    walked: dict[tuple[int, int], Path] = {}  # (device, inode) of each folder walked -> its listed path
+    found: list[tuple[Path, tuple[int, int], bool]] = []  # (path, (device, inode), reached through a link)
+    linked: deque[Path] = deque()  # linked folders, walked after every real one
+
+    def walk(top: Path, st: os.stat_result, via_link: bool) -> None:
+        stack = [(top, st)]
+        while stack:
+            folder, fst = stack.pop()
+            ident = (fst.st_dev, fst.st_ino)
+            if ident in walked:
+                first = walked[ident]
+                why = (
+                    f"a link to its own parent folder {first} (a loop): not followed"
+                    if first in folder.parents
+                    else f"the same folder as {first}, already listed: not listed twice"
+                )
+                skipped.append((str(folder), why))
+                continue
+            walked[ident] = folder
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                skipped.append((str(folder), f"cannot read the folder ({type(e).__name__}: {e.strerror})"))
+                continue
+            subfolders = []
+            for entry in entries:
+                path = folder / entry.name
+                try:
+                    if entry.is_symlink():
+                        try:
+                            target = entry.stat()
+                        except OSError as e:
+                            if _is_image_name(entry.name) or not Path(entry.name).suffix:
+                                skipped.append((str(path), _bad_link_reason(path, e)))
+                            continue
+                        if stat.S_ISDIR(target.st_mode):
+                            linked.append(path)
+                        elif stat.S_ISREG(target.st_mode) and _is_image_name(entry.name):
+                            found.append((path, (target.st_dev, target.st_ino), True))
+                    elif entry.is_dir(follow_symlinks=False):
+                        subfolders.append((path, entry.stat(follow_symlinks=False)))
+                    elif entry.is_file(follow_symlinks=False) and _is_image_name(entry.name):
+                        own = entry.stat(follow_symlinks=False)
+                        found.append((path, (own.st_dev, own.st_ino), via_link))
+                except FileNotFoundError:  # removed while listing
+                    continue
+            stack.extend(reversed(subfolders))
+
+    walk(root, root.stat(), via_link=False)
+    real_root = root.resolve()
+    while linked:
+        link = linked.popleft()
+        try:
+            target = link.resolve(strict=True)
+            if real_root.is_relative_to(target):  # walking it would list everything around the pool
+                skipped.append(
+                    (str(link), f"a link to {target}, which holds {root} itself (a loop): not followed")
+                )
+                continue
+            walk(link, link.stat(), via_link=True)
+        except OSError as e:  # removed or changed since it was listed
+            skipped.append((str(link), _bad_link_reason(link, e)))
+
+    # one path per real file: the first not reached through a link, else the first
+    chosen: dict[tuple[int, int], Path] = {}
+    for path, ident, _ in sorted(found, key=lambda f: (f[2], f[0])):
+        chosen.setdefault(ident, path)
+    kept = set(chosen.values())
+    for path, ident, _ in found:
+        if path not in kept:
+            skipped.append((str(path), f"the same file as {chosen[ident]} (a link to it): listed once"))
+    return ImageListing(sorted(kept), sorted(skipped))
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """The image files :func:`scan_images` finds under ``root``, sorted; what it skips is logged."""
+    listing = scan_images(root)
+    for path, reason in listing.skipped:
+        log.warning("not listed: %s (%s)", path, reason)
+    return listing.files
 
 
 class ImageTensorDataset(Dataset):
