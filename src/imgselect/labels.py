@@ -148,13 +148,65 @@ def read_label_file(path: Path) -> list[LabelEntry]:
     return out
 
 
-def _latest_choice(annotations: Sequence[dict[str, Any]]) -> str:
-    """The class a task's most recent kept annotation chose ("" when none)."""
+def _latest_choice(annotations: Any, where: str) -> str:
+    """The class a task's most recent kept annotation chose ("" when none).
+
+    ``choices`` is a list in Label Studio's exports; a plain string (a hand-written export) is taken whole
+    as the label, never read letter by letter.
+
+    Raises:
+        ValueError: an annotation, its ``result`` or a result's ``value`` is not shaped as Label Studio
+            writes it; the message names ``where`` (the file and task).
+    """
+    fix = "export the project again as 'JSON' from Label Studio, or fix the file by hand"
+    if not isinstance(annotations, list):
+        raise ValueError(
+            f"{where}: 'annotations' is {type(annotations).__name__} {annotations!r:.80}, "
+            f"expected a list; {fix}"
+        )
+    for n, a in enumerate(annotations, 1):
+        if not isinstance(a, dict):
+            raise ValueError(
+                f"{where}: annotation {n} is {type(a).__name__} {a!r:.80}, expected an object; {fix}"
+            )
+        if not isinstance(a.get("result") or [], list):
+            raise ValueError(
+                f"{where}: annotation {a.get('id', n)}: 'result' is {type(a['result']).__name__}, "
+                f"expected a list; {fix}"
+            )
+
+    def order(a: dict[str, Any]) -> tuple[str, int]:
+        ident = str(a.get("id", ""))
+        return str(a.get("updated_at") or a.get("created_at") or ""), int(ident) if ident.isdigit() else 0
+
     kept = [a for a in annotations if not a.get("was_cancelled") and a.get("result")]
-    kept.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), int(a.get("id") or 0)))
+    kept.sort(key=order)
     for a in reversed(kept):
         for item in a["result"]:
-            choices = (item.get("value") or {}).get("choices") if item.get("type") == "choices" else None
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"{where}: annotation {a.get('id', '?')}: a result is {type(item).__name__} "
+                    f"{item!r:.80}, expected an object; {fix}"
+                )
+            if item.get("type") != "choices":
+                continue
+            value = item.get("value") or {}
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"{where}: annotation {a.get('id', '?')}: a choices result's 'value' is "
+                    f"{type(value).__name__} {value!r:.80}, expected an object like "
+                    f'{{"choices": ["<class>"]}}; {fix}'
+                )
+            choices = value.get("choices")
+            if isinstance(choices, str):
+                if choices.strip():
+                    return choices.strip()
+                continue
+            if choices is not None and not isinstance(choices, list):
+                raise ValueError(
+                    f"{where}: annotation {a.get('id', '?')}: 'choices' is {type(choices).__name__} "
+                    f"{choices!r:.80}, expected a list of class names; {fix}"
+                )
             if choices:
                 return str(choices[0])
     return ""
@@ -171,17 +223,27 @@ def _read_label_studio(path: Path) -> list[LabelEntry]:
         raise ValueError(f"{path} is not a Label Studio JSON export (a list of tasks); export it as 'JSON'")
     out = []
     for k, task in enumerate(tasks):
-        data = task.get("data") or {} if isinstance(task, dict) else {}
+        if not isinstance(task, dict):
+            raise ValueError(
+                f"{path}: task {k + 1} is {type(task).__name__} {task!r:.80}, not a task object; export the "
+                f"project again as 'JSON' from Label Studio"
+            )
+        where = f"{path}: task {task.get('id', k + 1)}"
+        data = task.get("data") or {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{where}: 'data' is {type(data).__name__} {data!r:.80}, expected an object with content_hash "
+                f"and image_id: import the tasks imgselect wrote (label_studio/tasks.json), whose data carry them"
+            )
         key, by_hash = data.get("content_hash"), True
         if not key:
             key, by_hash = data.get("image_id"), False
-        where = f"{path}: task {task.get('id', k + 1) if isinstance(task, dict) else k + 1}"
         if not key:
             raise ValueError(
                 f"{where} has neither data.content_hash nor data.image_id: import the tasks imgselect wrote "
                 f"(label_studio/tasks.json), whose data carry them"
             )
-        label = _latest_choice(task.get("annotations") or [])
+        label = _latest_choice(task.get("annotations") or [], where)
         out.append(LabelEntry(where, str(key), by_hash, label, str(data.get("tile", ""))))
     return out
 

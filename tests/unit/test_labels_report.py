@@ -34,6 +34,19 @@ def _known(path: Path, pool: ImageSet) -> dict[str, str]:
     return {pool.ids[i]: CLASSES[c] for i, c in zip(got.indices, got.labels, strict=True)}
 
 
+def _label_studio(tmp_path: Path, task: object) -> Path:
+    """A Label Studio export of one task."""
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps([task]))
+    return f
+
+
+def _ls_task(value: object) -> dict[str, object]:
+    """Task 7 whose annotation 3 chose ``value`` (Label Studio writes ``{"choices": ["<class>"]}``)."""
+    result = [{"type": "choices", "from_name": "label", "to_name": "image", "value": value}]
+    return {"id": 7, "data": {"content_hash": "h1"}, "annotations": [{"id": 3, "result": result}]}
+
+
 class TestLabels:
     def test_oracle_reveals_only_the_chosen(self) -> None:
         pool = _pool(["a", "b", "c"], labels=[1, 0, 0])
@@ -123,6 +136,36 @@ class TestLabels:
         assert lines[1].split(",")[2] == "'" + name  # what a spreadsheet gets: text, not a formula
         f.write_text("\n".join([lines[0] + ",label", lines[1] + ",staff"]) + "\n")  # a person adds labels
         assert _known(f, _pool([name], hashes=["h1"])) == {name: "staff"}
+
+    def test_label_studio_choices_as_a_string_is_the_whole_label(self, tmp_path: Path) -> None:
+        f = _label_studio(tmp_path, _ls_task({"choices": "staff"}))  # hand-written, not ["staff"]
+        assert [(e.key, e.label) for e in read_label_file(f)] == [("h1", "staff")]
+        f = _label_studio(tmp_path, _ls_task({"choices": ["customer"]}))  # as Label Studio writes it
+        assert [(e.key, e.label) for e in read_label_file(f)] == [("h1", "customer")]
+
+    @pytest.mark.parametrize(
+        ("task", "says"),
+        [
+            ({"id": 7, "data": "x"}, r"task 7: 'data' is str 'x', expected an object with content_hash"),
+            ("x", r"task 1 is str 'x', not a task object"),
+            (
+                {"id": 7, "data": {"content_hash": "h1"}, "annotations": {"id": 3}},
+                r"task 7: 'annotations' is dict .*expected a list",
+            ),
+            (
+                {"id": 7, "data": {"content_hash": "h1"}, "annotations": [{"id": 3, "result": "staff"}]},
+                r"task 7: annotation 3: 'result' is str, expected a list",
+            ),
+            (_ls_task(["staff"]), r"task 7: annotation 3: a choices result's 'value' is list \['staff'\]"),
+            (_ls_task({"choices": 3}), r"task 7: annotation 3: 'choices' is int 3, expected a list"),
+        ],
+    )
+    def test_label_studio_odd_shapes_name_the_file_and_task(
+        self, tmp_path: Path, task: object, says: str
+    ) -> None:
+        f = _label_studio(tmp_path, task)
+        with pytest.raises(ValueError, match=rf"export\.json: {says}"):
+            read_label_file(f)
 
 
 def _job(
