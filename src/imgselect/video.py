@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -48,8 +50,18 @@ class Detection:
     score: float
 
 
+class FrameTooSmallError(ValueError):
+    """Frames smaller than the detector's search window (OpenCV's HOG reads and writes past such an image and
+    kills the process: a segmentation fault or ``double free``, no Python error)."""
+
+
 class PersonDetector(Protocol):
-    """Finds people in a BGR frame (``(h, w, 3)`` uint8, as OpenCV decodes it)."""
+    """Finds people in a BGR frame (``(h, w, 3)`` uint8, as OpenCV decodes it).
+
+    A detector that cannot search small frames also has ``check_frame(width, height)``, raising
+    :class:`FrameTooSmallError` for frames it refuses; :func:`video_crops` calls it on each video's first
+    frame before any detection, and :func:`extract_video_crops` names the video when ``detect`` raises it.
+    """
 
     name: str
 
@@ -123,8 +135,43 @@ class HogPeopleDetector:
             "resize": self.resize,
         }
 
+    @property
+    def window(self) -> tuple[int, int]:
+        """The detection window ``(width, height)``: 64 x 128 for OpenCV's default people detector."""
+        w, h = self._hog.winSize
+        return int(w), int(h)
+
+    def check_frame(self, width: int, height: int) -> None:
+        """Raise :class:`FrameTooSmallError` unless a ``width`` x ``height`` frame, scaled by ``resize``, holds
+        the detection window (a smaller image crashes OpenCV's detectMultiScale in native code)."""
+        # cv2.resize rounds the scaled size to the nearest integer, as round() does here
+        self._check_scaled(width, height, round(width * self.resize), round(height * self.resize))
+
+    def _check_scaled(self, width: int, height: int, scaled_w: int, scaled_h: int) -> None:
+        win_w, win_h = self.window
+        if scaled_w >= win_w and scaled_h >= win_h:
+            return
+        # the smallest resize (to 2 decimals, rounded up) that makes both sides at least the window's
+        need = math.ceil(max(win_w / width, win_h / height) * 100 - 1e-9) / 100
+        if need <= 4.0:
+            fix = f"set data.detector.resize={need:g} or more"
+        else:
+            fix = (
+                "even the largest data.detector.resize=4 is not enough: use a larger video, or "
+                "data.detector.kind=onnx (a local detector file; it takes any frame size)"
+            )
+        scaled = (
+            f" ({scaled_w}x{scaled_h} after data.detector.resize={self.resize:g})" if self.resize != 1 else ""
+        )
+        raise FrameTooSmallError(
+            f"frames of {width}x{height} pixels{scaled} are smaller than the HOG people detector's "
+            f"{win_w}x{win_h} window (OpenCV crashes on such frames): {fix}"
+        )
+
     def detect(self, frame: np.ndarray) -> list[Detection]:
         img = frame if self.resize == 1.0 else cv2.resize(frame, None, fx=self.resize, fy=self.resize)
+        # checked on the image actually searched: no frame smaller than the window ever reaches OpenCV
+        self._check_scaled(frame.shape[1], frame.shape[0], img.shape[1], img.shape[0])
         rects, weights = self._hog.detectMultiScale(
             img,
             hitThreshold=self.hit_threshold,
@@ -340,21 +387,59 @@ def list_videos(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return out
 
 
+# Still-image formats by their first bytes. OpenCV's FFmpeg backend opens such a file as a one-frame "video"
+# whatever its name, so a photo renamed .mp4 would be searched as a video.
+IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+MJPEG_SUFFIXES = (".mjpeg", ".mjpg")  # a raw Motion-JPEG stream is a video that starts as a JPEG does
+
+
+def image_format(path: Path) -> str | None:
+    """The still-image format ``path`` holds by its first bytes (``"PNG"``, ``"JPEG"``, ...), or ``None``."""
+    with path.open("rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, name in IMAGE_SIGNATURES:
+        if head.startswith(magic):
+            return None if name == "JPEG" and path.suffix.lower() in MJPEG_SUFFIXES else name
+    return None
+
+
+def convert_command(path: Path) -> str:
+    """A shell command that re-encodes ``path`` as Motion-JPEG AVI (which every OpenCV build reads) into a new
+    file beside it: never onto its own input, which ffmpeg would destroy while reading it."""
+    out = path.with_name(f"{path.stem}.mjpeg.avi")
+    return f"ffmpeg -i {shlex.quote(str(path))} -c:v mjpeg -q:v 3 {shlex.quote(str(out))}"
+
+
 def probe_video(path: Path) -> VideoInfo:
     """Open ``path`` and read its first frame, or raise ``ValueError`` naming the file."""
+    kind = image_format(path)
+    if kind is not None:
+        raise ValueError(
+            f"{path} is a {kind} image, not a video (whatever its name says): give video files in data.path, "
+            f"or for a folder of images use data=folder data.pool_dir=<folder>"
+        )
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise ValueError(
-                f"OpenCV cannot open the video {path} (not a video, corrupt, or a codec this OpenCV build "
-                f"lacks); convert it, e.g. ffmpeg -i {path.name} -c:v mjpeg {path.stem}.avi"
+                f"OpenCV cannot open the video {path} (not a video, truncated, or a codec this OpenCV build "
+                f"lacks); if it plays elsewhere, convert it: {convert_command(path)}"
             )
         ok, frame = cap.read()
         if not ok or frame is None:
             raise ValueError(f"the video {path} opens but no frame can be decoded from it (empty or corrupt)")
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         return VideoInfo(
             path=path,
-            frames=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+            frames=max(frames, 0),  # FFmpeg gives a negative count when the container does not say
             fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
             width=frame.shape[1],
             height=frame.shape[0],
@@ -464,7 +549,10 @@ def extract_video_crops(
     with Progress(expected, f"Detecting people ({info.path.name})", "frames", enabled=show_progress) as bar:
         for index, t, frame in sampled_frames(info.path, sampling, stats):
             t0 = time.perf_counter()
-            found = detector.detect(frame)
+            try:
+                found = detector.detect(frame)
+            except FrameTooSmallError as e:  # a frame of another size than the first one checked
+                raise FrameTooSmallError(f"the video {info.path}, frame {index}: {e}") from e
             stats.detect_s += time.perf_counter() - t0
             stats.detections += len(found)
             for k, d in enumerate(rules.keep(found)):
@@ -505,10 +593,18 @@ def video_crops(
     """Person crops of every video, each video's crops cached under ``cache_dir/<key>/``.
 
     Returns ``(root, manifest rows, stats per video)``: each row's ``path`` is relative to ``root``.
-    Every video is opened first (a missing or unreadable one fails before any detection runs); a video with
-    no detection is reported in the log and in its stats' notes.
+    Every video is opened first, and its first frame's size checked against the detector's window: a missing
+    or unreadable video, or one too small to search, fails before any detection runs. A video with no
+    detection is reported in the log and in its stats' notes.
     """
     infos = [probe_video(v) for v in videos]  # fail fast, before any long detection
+    check_frame = getattr(detector, "check_frame", None)
+    if check_frame is not None:
+        for info in infos:
+            try:
+                check_frame(info.width, info.height)
+            except FrameTooSmallError as e:
+                raise FrameTooSmallError(f"the video {info.path}: {e}") from e
     cache_dir.mkdir(parents=True, exist_ok=True)
     all_rows: list[dict[str, str]] = []
     all_stats: list[CropStats] = []

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from omegaconf import DictConfig
 from PIL import Image
@@ -16,6 +21,7 @@ from imgselect.artifacts import read_selection_csv
 from imgselect.pipeline import run
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not VTEST.is_file(), reason="opencv-doc's vtest.avi (make install) is missing")
@@ -74,5 +80,57 @@ def test_video_selection_job_writes_everything_a_labeler_needs(
 def test_a_missing_video_fails_before_any_work(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    with pytest.raises(FileNotFoundError, match=r"video .*nope\.mp4 does not exist"):
+    # the settings check (or list_videos, behind it) names the missing file
+    with pytest.raises(FileNotFoundError, match=r"nope\.mp4(: no such file| does not exist)"):
         run(compose_cfg("data=video", f"data.path={tmp_path / 'nope.mp4'}", "~classifier"))
+
+
+def test_videos_that_crashed_opencv_fail_as_jobs_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """Issue 20: a 48x48 video, vtest.avi at data.detector.resize=0.15 and a PNG renamed .mp4 each killed the
+    process inside OpenCV (exit 139 / 134: no message, no error.json, every later job of the sweep lost)."""
+    tiny = tmp_path / "tiny.avi"
+    out = cv2.VideoWriter(str(tiny), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 48))
+    assert out.isOpened()
+    for k in range(5):
+        out.write(np.full((48, 48, 3), 40 * k, np.uint8))
+    out.release()
+    png = tmp_path / "photo.png"
+    assert cv2.imwrite(str(png), np.full((16, 16, 3), 90, np.uint8))
+    photo = png.rename(tmp_path / "photo.mp4")
+    videos = [tiny, photo, *([VTEST] if VTEST.is_file() else [])]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "data=video",
+        "data.path=" + ",".join(str(v) for v in videos),  # one job per video
+        "data.max_frames=3",
+        "data.detector.resize=0.15",
+        "~classifier",
+        "progress=none",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 1, f"exit status {proc.returncode}:\n{proc.stderr[-3000:]}"  # not killed
+    assert f"{len(videos)} job(s) failed" in proc.stderr
+    errors = [json.loads(f.read_text()) for f in sorted((tmp_path / "sweep").glob("*/error.json"))]
+    assert len(errors) == len(videos)
+    by_video = {v.name: [e for e in errors if str(v) in e["message"]] for v in videos}
+    [e] = by_video["tiny.avi"]
+    assert e["type"] == "FrameTooSmallError" and "48x48" in e["message"]
+    assert "data.detector.resize=2.67" in e["message"]
+    [e] = by_video["photo.mp4"]
+    assert e["type"] == "ValueError" and "is a PNG image, not a video" in e["message"]
+    if VTEST.is_file():
+        [e] = by_video["vtest.avi"]
+        assert "768x576 pixels (115x86 after data.detector.resize=0.15)" in e["message"]
+        assert "data.detector.resize=0.23" in e["message"]

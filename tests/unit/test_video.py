@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ from imgselect.video import (
     CropRules,
     Detection,
     FrameSampling,
+    FrameTooSmallError,
     HogPeopleDetector,
     OnnxPersonDetector,
     list_videos,
@@ -63,6 +69,43 @@ class BarDetector:
 
 
 RULES = CropRules(min_height=16, min_aspect=0.1, max_aspect=1.0, min_score=0.5)
+
+ISOLATED = """
+import faulthandler, sys
+faulthandler.enable()
+from pathlib import Path
+from imgselect.video import *
+try:
+    {call}
+except ValueError as e:
+    print(type(e).__name__, e)
+    sys.exit(3)
+"""
+
+
+def run_isolated(call: str) -> str:
+    """Run ``call`` (using :mod:`imgselect.video`) in a fresh interpreter, so a crash in OpenCV's native code
+    fails the test instead of killing pytest; the ``ValueError`` it must raise, as ``"<type> <message>"``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ISOLATED.format(call=call)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 3, (
+        f"exit status {proc.returncode} (negative: killed by signal {-proc.returncode} in native code), "
+        f"not a ValueError:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    )
+    return proc.stdout.strip()
+
+
+def write_image_as(path: Path, ext: str, size: tuple[int, int] = (16, 16)) -> Path:
+    """A still image in the format ``ext`` (".png", ".jpg", ...) saved under the name ``path``."""
+    tmp = path.with_name(f"image{ext}")
+    assert cv2.imwrite(str(tmp), np.full((size[1], size[0], 3), 90, np.uint8))
+    tmp.rename(path)
+    return path
 
 
 class TestSampling:
@@ -134,6 +177,113 @@ class TestErrors:
         with pytest.raises(ValueError, match=r"broken\.mp4"):
             video_crops([good, bad], tmp_path / "cache", FrameSampling(fps=None, stride=1), detector, RULES)
         assert detector.calls == 0
+
+    @pytest.mark.parametrize("kind", ["text", "empty", "truncated"])
+    def test_a_text_empty_or_truncated_file_is_refused_naming_it(self, tmp_path: Path, kind: str) -> None:
+        bad = tmp_path / f"{kind}.mp4"
+        if kind == "text":
+            bad.write_text("hello\n" * 100)
+        elif kind == "empty":
+            bad.touch()
+        else:
+            real = tmp_path / "real.mp4"
+            out = cv2.VideoWriter(str(real), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 128))
+            assert out.isOpened()
+            for k in range(10):
+                out.write(np.full((128, 64, 3), 20 * k, np.uint8))
+            out.release()
+            data = real.read_bytes()
+            bad.write_bytes(data[: len(data) // 2])  # the index (moov atom) is written last: now missing
+        with pytest.raises(ValueError, match=rf"cannot open the video .*{kind}\.mp4"):
+            probe_video(bad)
+
+    @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tiff", ".webp"])
+    def test_an_image_renamed_as_a_video_is_refused_naming_it(self, tmp_path: Path, ext: str) -> None:
+        # OpenCV opens it as a one-frame video; HOG on a small one was a "double free" (issue 20)
+        bad = write_image_as(tmp_path / "photo.mp4", ext)
+        with pytest.raises(ValueError, match=r"photo\.mp4 is a \w+ image, not a video.*data=folder"):
+            probe_video(bad)
+
+    def test_a_raw_mjpeg_stream_is_a_video_though_it_starts_as_a_jpeg(self, tmp_path: Path) -> None:
+        path = tmp_path / "cam.mjpeg"
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 128))
+        assert out.isOpened()
+        for k in range(4):
+            out.write(np.full((128, 64, 3), 40 * k, np.uint8))
+        out.release()
+        info = probe_video(path)
+        assert (info.width, info.height) == (64, 128) and info.frames >= 0  # FFmpeg's unknown count: 0
+
+    def test_the_suggested_conversion_writes_a_new_file_and_quotes_paths(self, tmp_path: Path) -> None:
+        bad = tmp_path / "my clip.avi"
+        bad.write_bytes(b"\x00garbage" * 100)
+        with pytest.raises(ValueError, match=r"my clip\.avi") as e:
+            probe_video(bad)
+        command = shlex.split(str(e.value).split("convert it: ", 1)[1])
+        assert command[:3] == ["ffmpeg", "-i", str(bad)]  # one argument, space and all
+        assert command[-1] == str(tmp_path / "my clip.mjpeg.avi")  # not onto its own input
+
+    @pytest.mark.parametrize(
+        ("size", "resize", "match"),
+        [
+            (
+                (768, 576),
+                0.15,
+                r"768x576 pixels \(115x86 after data\.detector\.resize=0\.15\).*resize=0\.23 or",
+            ),
+            (
+                (48, 48),
+                1.0,
+                r"48x48 pixels are smaller .*64x128 window.*data\.detector\.resize=2\.67 or more",
+            ),
+            ((10, 10), 1.0, r"even the largest data\.detector\.resize=4 is not enough: use a larger video"),
+        ],
+    )
+    def test_hog_refuses_frames_smaller_than_its_window_and_says_which_resize_works(
+        self, size: tuple[int, int], resize: float, match: str
+    ) -> None:
+        with pytest.raises(FrameTooSmallError, match=match):
+            HogPeopleDetector(resize=resize).check_frame(*size)
+        HogPeopleDetector().check_frame(64, 128)  # exactly the window: searched
+        HogPeopleDetector(resize=0.23).check_frame(768, 576)  # the resize the message suggests
+
+    @pytest.mark.parametrize(
+        ("case", "match"),
+        [
+            ("tiny", r"FrameTooSmallError the video .*tiny\.avi: frames of 48x48 pixels .*resize=2\.67"),
+            ("resized", r"FrameTooSmallError the video .*shop\.avi: frames of 320x240 pixels \(48x36 after"),
+            ("png", r"ValueError .*photo\.mp4 is a PNG image, not a video"),
+        ],
+    )
+    def test_videos_that_crashed_opencv_fail_with_a_python_error_before_detection(
+        self, tmp_path: Path, case: str, match: str
+    ) -> None:
+        # issue 20: a 48x48 video (exit 139), vtest.avi at data.detector.resize=0.15 (139), a PNG renamed
+        # .mp4 ("double free", 134): each a frame smaller than HOG's window inside detectMultiScale
+        if case == "tiny":
+            video, resize = write_video(tmp_path / "tiny.avi", frames=3, size=(48, 48)), 1.0
+        elif case == "resized":
+            video, resize = write_video(tmp_path / "shop.avi", frames=3, size=(320, 240)), 0.15
+        else:
+            video, resize = write_image_as(tmp_path / "photo.mp4", ".png"), 1.0
+        cache = tmp_path / "cache"
+        out = run_isolated(
+            f"video_crops([Path({str(video)!r})], Path({str(cache)!r}), FrameSampling(fps=None, stride=1), "
+            f"HogPeopleDetector(resize={resize}), CropRules(), show_progress=False)"
+        )
+        assert re.search(match, out), out
+        assert not cache.exists()  # refused before any detection (the cache folder is made just before)
+
+    def test_every_frame_is_checked_not_only_the_first(self, tmp_path: Path) -> None:
+        video = write_video(tmp_path / "tiny.avi", frames=3, size=(48, 48))
+        # a first frame that passed the check, then smaller frames: the detector refuses them itself
+        out = run_isolated(
+            f"extract_video_crops(VideoInfo(Path({str(video)!r}), 3, 10.0, 640, 480), Path({str(tmp_path)!r}), "
+            f"FrameSampling(fps=None, stride=1), HogPeopleDetector(), CropRules(), show_progress=False)"
+        )
+        assert re.search(r"FrameTooSmallError the video .*tiny\.avi, frame 0: frames of 48x48 pixels", out), (
+            out
+        )
 
     def test_onnx_detector_needs_a_local_file(self, tmp_path: Path) -> None:
         with pytest.raises(
