@@ -5,6 +5,10 @@ From the command line::
 
     python -m imgselect.cache list  [--cache-dir DIR] [--kind embeddings/autoencoder ...]
     python -m imgselect.cache clear [--cache-dir DIR] [--kind ...] --yes
+
+The cache marks its root with a ``CACHEDIR.TAG`` file (the standard tag, which also tells backup tools to
+skip the folder); ``clear`` deletes only in a folder so marked, and only entries of the kinds imgselect
+writes, so a mistyped ``--cache-dir`` never deletes a person's own folders.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,6 +31,53 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+MARKER = "CACHEDIR.TAG"
+MARKER_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"  # https://bford.info/cachedir/
+MARKER_TEXT = (
+    f"{MARKER_SIGNATURE}\n"
+    "# This file is a cache directory tag created by imgselect: its trained models, embeddings and decoded\n"
+    "# pools, which `python -m imgselect.cache clear` may delete. For cache directory tags see\n"
+    "# https://bford.info/cachedir/\n"
+)
+# The top-level folders the cache writes: embeddings/<name> (stages/embed.py), pools (poolstore.py),
+# video_crops (video.py, data.crops_dir by default) and autoencoder (the layout before embeddings/<name>)
+KINDS = ("autoencoder", "embeddings", "pools", "video_crops")
+
+
+class CacheNotWritable(OSError):
+    """The cache folder cannot be written (read-only, not a folder, no permission, disk full)."""
+
+
+def not_writable(root: Path, error: OSError) -> CacheNotWritable:
+    """The error that says which cache folder could not be written, why, and what to do."""
+    where = f" ({error.filename})" if error.filename else ""
+    return CacheNotWritable(
+        f"cannot write to the cache folder {root}: {error.strerror or error}{where}. Give a writable folder "
+        f"(paths.cache_dir=<writable folder>), or run without the cache (cache=false)"
+    )
+
+
+def is_marked(root: Path) -> bool:
+    """Whether ``root`` holds imgselect's ``CACHEDIR.TAG`` (another program's tag is not imgselect's)."""
+    try:
+        text = (root / MARKER).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return text.startswith(MARKER_SIGNATURE) and "imgselect" in text
+
+
+def mark_cache(root: Path) -> None:
+    """Write the ``CACHEDIR.TAG`` at ``root`` unless it is there (written whole: beside it, then renamed)."""
+    marker = root / MARKER
+    if marker.is_file():
+        return
+    tmp = root / f".{MARKER}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(MARKER_TEXT, encoding="utf-8")
+        os.replace(tmp, marker)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -55,20 +107,40 @@ class CacheEntry:
     """
 
     def __init__(self, root: str | Path, kind: str, key: str, required: Sequence[str]) -> None:
-        self.path = Path(root) / kind / key
+        self.root = Path(root)
+        self.path = self.root / kind / key
         self.key = key
         self.required = tuple(required)
 
     def complete(self) -> bool:
         return all((self.path / name).exists() for name in self.required)
 
+    def _make_folder(self) -> None:
+        """Create the entry's kind folder and mark the cache root (see :func:`mark_cache`)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mark_cache(self.root)
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive lock on this entry (a ``.<key>.lock`` file beside it) for the ``with`` block:
-        jobs that would build the same entry wait for the first one's instead of all building it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        jobs that would build the same entry wait for the first one's instead of all building it.
+
+        In a cache folder that cannot be written, a complete entry is read without a lock (nothing is
+        written); an entry still to build raises :class:`CacheNotWritable`.
+        """
         lock_path = self.path.with_name(f".{self.key}.lock")
-        with lock_path.open("a") as f:
+        try:
+            self._make_folder()
+            f = lock_path.open("a")
+        except OSError as e:
+            if not self.complete():
+                raise not_writable(self.root, e) from e
+            log.info(
+                "cache folder %s is not writable (%s); reading %s without a lock", self.root, e, self.path
+            )
+            yield
+            return
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -88,7 +160,11 @@ class CacheEntry:
         """
         tmp = self.path.with_name(f".{self.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            self._make_folder()
+            tmp.mkdir()
+        except OSError as e:
+            raise not_writable(self.root, e) from e
         try:
             yield tmp
             missing = [n for n in self.required if not (tmp / n).exists()]
@@ -223,6 +299,54 @@ def _summary(entries: Sequence[ListedEntry], root: Path) -> str:
     return f"{n} {'entry' if n == 1 else 'entries'}, {_size(size)} in {root}{also}"
 
 
+def known_kind(kind: str) -> bool:
+    """Whether entries of ``kind`` (``list_entries``' kind: ``pools``, ``embeddings/pixels``, ...) are ones
+    the cache writes: ``clear`` deletes only these."""
+    top, _, rest = kind.partition("/")
+    if top == "embeddings":  # embeddings/<embedding name>/<key>
+        return bool(rest) and "/" not in rest
+    return top in KINDS and not rest
+
+
+def _foreign_children(root: Path) -> list[str]:
+    """The names at ``root`` the cache does not write (anything but its kind folders and its marker)."""
+    return sorted(
+        c.name
+        for c in root.iterdir()
+        if not (c.name == MARKER or c.name.startswith(f".{MARKER}.") or (c.name in KINDS and c.is_dir()))
+    )
+
+
+def _clear_refusal(root: Path) -> str | None:
+    """Why ``clear`` must not delete in ``root`` (``None``: it may).
+
+    A folder with imgselect's ``CACHEDIR.TAG`` is a cache. A folder without it is accepted only when every
+    name in it is a kind folder the cache writes (a cache made before the tag existed); it is then marked.
+    """
+    if is_marked(root):
+        return None
+    what = f"give the cache folder with --cache-dir (paths.cache_dir, by default {default_cache_dir()})"
+    if (root / MARKER).exists():
+        return (
+            f"{root} is not an imgselect cache: its {MARKER} was written by another program. Nothing deleted; "
+            f"{what}"
+        )
+    foreign = _foreign_children(root)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        return (
+            f"{root} is not an imgselect cache: it has no {MARKER} and holds what the cache never writes "
+            f"({shown}; the cache writes only {', '.join(KINDS)}). Nothing deleted; {what}"
+        )
+    if any(root.iterdir()):
+        try:
+            mark_cache(root)
+            print(f"{root}: a cache made before {MARKER} existed; marked it as imgselect's cache")
+        except OSError as e:  # clearing may still work (a folder without write permission fails below)
+            print(f"{root}: a cache made before {MARKER} existed; could not mark it ({e})")
+    return None
+
+
 def default_cache_dir() -> Path:
     """``paths.cache_dir`` of ``conf/paths/default.yaml``: ``$IMGSELECT_ROOT/.cache/imgselect`` (else ``./``)."""
     return Path(os.environ.get("IMGSELECT_ROOT", ".")) / ".cache" / "imgselect"
@@ -253,7 +377,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not root.is_dir():
         print(f"no cache at {root} (nothing to {args.command})")
         return 0
+    if args.command == "clear":
+        refusal = _clear_refusal(root)
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 2
     entries = list_entries(root, args.kind)
+    if args.command == "clear":  # only what the cache writes, even in a cache folder
+        foreign = _foreign_children(root)
+        foreign += [  # inside the kind folders (a folder at the top is named once, above)
+            rel
+            for rel in (str(e.path.relative_to(root)) for e in entries if not known_kind(e.kind))
+            if rel.split(os.sep)[0] not in foreign
+        ]
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (" ..." if len(foreign) > 10 else "")
+            print(f"leaving alone {len(foreign)} things in {root} the cache did not write: {shown}")
+        entries = [e for e in entries if known_kind(e.kind)]
     if not entries:
         known = ", ".join(sorted({e.kind for e in list_entries(root)})) or "none"
         wanted = f" of kind {', '.join(args.kind)}" if args.kind else ""

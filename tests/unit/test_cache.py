@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imgselect.cache import CacheEntry, cache_key, list_entries, main
+from imgselect.cache import MARKER, CacheEntry, CacheNotWritable, cache_key, is_marked, list_entries, main
 
 
 def _entry(root: Path, kind: str, n_bytes: int, **key: object) -> CacheEntry:
@@ -106,6 +108,104 @@ class TestClear:
         assert "keeping 1 unfinished entries (folders) younger than 60 min" in capsys.readouterr().out
         assert writing.exists() and not killed.exists()
         assert [e.key for e in list_entries(root)] == [writing.name]
+
+
+def _folder_with_files(folder: Path, *names: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text("a person's file")
+
+
+class TestOnlyWhatTheCacheWrote:
+    def test_entries_mark_the_cache_root(self, cache: dict[str, CacheEntry]) -> None:
+        text = (_root(cache) / MARKER).read_text()
+        assert text.startswith("Signature: 8a477f597d28d172789f06886806bc55") and is_marked(_root(cache))
+
+    def test_clear_refuses_an_ordinary_folder(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        home = tmp_path / "home"
+        _folder_with_files(home / "Documents", "letter.txt")
+        _folder_with_files(home / "Photos", "a.jpg")
+        _folder_with_files(home / "pools", "x.bin")  # a known name is not enough beside unknown ones
+        assert main(["clear", "--cache-dir", str(home), "--yes"]) == 2
+        err = capsys.readouterr().err
+        assert f"{home} is not an imgselect cache" in err and "Documents, Photos" in err
+        assert "Nothing deleted" in err and "pools" not in err.split("(")[1].split(";")[0]
+        assert (home / "Documents/letter.txt").exists() and (home / "Photos/a.jpg").exists()
+        assert (home / "pools/x.bin").exists() and not (home / MARKER).exists()
+
+    def test_clear_refuses_another_programs_cache_tag(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        target = tmp_path / "target"
+        _folder_with_files(target / "pools", "x.bin")
+        (target / MARKER).write_text("Signature: 8a477f597d28d172789f06886806bc55\n# made by cargo\n")
+        assert main(["clear", "--cache-dir", str(target), "--yes"]) == 2
+        assert "written by another program" in capsys.readouterr().err
+        assert (target / "pools/x.bin").exists()
+
+    def test_clear_in_a_cache_deletes_only_known_kinds(
+        self, cache: dict[str, CacheEntry], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        root = _root(cache)
+        _folder_with_files(root / "Documents", "letter.txt")  # put there by hand
+        _folder_with_files(root / "embeddings/pixels/notes/deeper", "n.txt")  # not an entry of a kind
+        assert main(["clear", "--cache-dir", str(root), "--yes"]) == 0
+        out = capsys.readouterr().out
+        assert f"leaving alone 2 things in {root} the cache did not write: Documents, " in out
+        assert "deleted 3 entries" in out
+        assert (root / "Documents/letter.txt").exists()
+        assert (root / "embeddings/pixels/notes/deeper/n.txt").exists()
+        assert not any(e.path.exists() for e in cache.values())
+
+    def test_cache_made_before_the_marker_is_cleared_and_marked(
+        self, cache: dict[str, CacheEntry], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        root = _root(cache)
+        (root / MARKER).unlink()
+        _folder_with_files(root / "pools" / cache_key(n=1), "images.u8", "meta.json")
+        assert main(["clear", "--cache-dir", str(root), "--yes"]) == 0
+        out = capsys.readouterr().out
+        assert "marked it as imgselect's cache" in out and "deleted 4 entries" in out
+        assert is_marked(root) and list_entries(root) == []
+
+
+class TestUnwritableCache:
+    def test_cache_folder_under_a_file_names_it_and_what_to_do(self, tmp_path: Path) -> None:
+        (tmp_path / "afile").write_text("")
+        root = tmp_path / "afile" / "cache"  # as root too, nothing can be created under a regular file
+        entry = CacheEntry(root, "pools", "k", ["a"])
+        says = rf"cannot write to the cache folder {re.escape(str(root))}: Not a directory.*"
+        says += r"paths.cache_dir=<writable folder>.*cache=false"
+        with pytest.raises(CacheNotWritable, match=says), entry.lock():
+            pass
+        with pytest.raises(CacheNotWritable, match=says), entry.writing():
+            pass
+
+    def test_read_only_cache_reads_finished_entries_and_says_what_to_do_for_new_ones(
+        self, cache: dict[str, CacheEntry], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A read-only file system (root ignores chmod, so EROFS is raised by patched calls)."""
+
+        def read_only(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+        real_open = Path.open
+
+        def open_read_only(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+            if set(mode) & set("wax+"):
+                read_only(self)
+            return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(os, "mkdir", read_only)
+        monkeypatch.setattr(Path, "open", open_read_only)
+        with cache["px"].lock():  # finished: read without a lock
+            assert (cache["px"].path / "embeddings.npy").read_bytes() == b"x" * 1000
+        new = CacheEntry(_root(cache), "embeddings/pixels", cache_key(size=99), ["embeddings.npy"])
+        says = r"Read-only file system.*paths.cache_dir=.*cache=false"
+        with pytest.raises(CacheNotWritable, match=says), new.lock():
+            pass
 
 
 def test_runs_as_a_module(cache: dict[str, CacheEntry]) -> None:
