@@ -26,7 +26,7 @@ from imgselect.runtime import prepare_ddp_relaunch
 from tests.conftest import CONF, ROOT
 from tests.test_sweep import _sweep_cmd
 
-JOBS = ["0_random_autoencoder_budget5_seed0", "1_random_autoencoder_budget6_seed0"]
+JOBS = ["0_random_budget5_seed0", "1_random_budget6_seed0"]
 
 
 @pytest.fixture
@@ -202,12 +202,12 @@ def test_joblib_parallel_sweep_one_thread_per_job(tmp_path: Path, fmnist_dir: Pa
     out = proc.stdout + proc.stderr
     assert "Joblib.Parallel(n_jobs=2" in out
     assert proc.returncode == 1, out[-3000:]  # the failed job ran in a worker, yet the sweep says so
-    assert "1 job(s) failed" in proc.stderr and "2_random_autoencoder_budget100000_seed0" in proc.stderr
+    assert "1 job(s) failed" in proc.stderr and "2_random_budget100000_seed0" in proc.stderr
     sweep = tmp_path / "sweep"
     for result in _assert_jobs_done(sweep):
         assert result["versions"]["torch_threads"] == "1"
-    assert (sweep / "2_random_autoencoder_budget100000_seed0" / "error.json").exists()
+    assert (sweep / "2_random_budget100000_seed0" / "error.json").exists()
     md = (sweep / "table1.md").read_text()
     assert (
-        "2 finished jobs, 1 not finished: 2_random_autoencoder_budget100000_seed0 (failed: ValueError" in md
+        "2 finished jobs, 1 not finished: 2_random_budget100000_seed0 (failed: ValueError" in md
     )

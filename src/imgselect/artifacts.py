@@ -7,7 +7,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid, save_image
 
 from imgselect.csvfiles import formula_safe, read_csv_rows
+from imgselect.jobfolder import free_name
 from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
@@ -101,11 +102,14 @@ def write_selection_csv(
     write_csv_atomic(path, rows())
 
 
-def write_selection(out_dir: str | Path, selection: Selection, pool: ImageSet) -> dict[str, str]:
+def write_selection(
+    out_dir: str | Path, selection: Selection, pool: ImageSet, keep: Collection[Path] = ()
+) -> dict[str, str]:
     """Write ``selection.csv`` and ``selection.png`` (numbered contact sheet of the chosen images: tile n is
-    row n); return their paths."""
+    row n); return their paths. A ``selection.csv`` among ``keep`` (a person labeled it and this run reads it)
+    is left alone: the new one is ``selection-<time>.csv``."""
     out_dir = Path(out_dir)
-    csv_path = out_dir / "selection.csv"
+    csv_path = free_name(out_dir / "selection.csv", keep)
     write_selection_csv(csv_path, selection, pool.ids, pool.hashes)
     sheet = save_numbered_sheet(out_dir / "selection.png", pool.images[torch.as_tensor(selection.indices)])
     return {"selection_csv": str(csv_path), "contact_sheet": str(sheet)}

@@ -4,8 +4,15 @@ its folder without stopping the sweep.
 * **Resume** (``resume: true``, the default): a job whose folder holds a ``result.json`` with the same
   :func:`config_hash` is not run again; its result stands. Re-running a killed sweep into the same
   ``hydra.sweep.dir`` therefore redoes only what did not finish.
-* **Stale results**: a ``result.json`` of another config (or any, with ``resume=false``) is renamed
-  ``result.stale-<time>.json`` before the job runs, so Table 1 never counts it.
+* **Inputs**: the same config is not enough: ``result.json`` also holds the digests of the files the job read
+  (:func:`imgselect.jobfolder.input_digests`: labels files, the pool folder, an embedding file, weights,
+  videos). A re-run after one of them changed runs again.
+* **Stale results**: a ``result.json`` of another config or other inputs (or any, with ``resume=false``) is
+  renamed ``result.stale-<time>.json`` before the job runs, so Table 1 never counts it; the earlier run's
+  selection and labeling files move into ``earlier/<time>/`` (:func:`imgselect.jobfolder.keep_earlier_outputs`).
+* **One job per folder**: a job holds ``<job>/.job.lock`` while it runs; a second process asked to run the same
+  folder meanwhile fails at once and writes nothing there. A job in a worker process of a parallel sweep ends
+  when the sweep's process is killed (:func:`imgselect.jobfolder.die_with_parent`).
 * **Failures**: in a multirun, an exception in a job is written to ``error.json`` (type, message, config hash)
   and ``error.txt`` (the traceback) in its folder, logged, and the sweep goes on; Table 1 names the failed
   jobs and ``train.py`` exits with status 1 at the end. A single run (no ``-m``) raises as usual.
@@ -25,6 +32,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imgselect.artifacts import atomic_path, write_json_atomic
 from imgselect.cache import cache_key
+from imgselect.jobfolder import (
+    JobBusy,
+    check_writable,
+    describe_changes,
+    die_with_parent,
+    in_worker_process,
+    input_digests,
+    input_paths,
+    job_lock,
+    keep_earlier_outputs,
+)
 from imgselect.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -69,26 +87,65 @@ def _in_multirun() -> bool:
 
 
 def run_job(cfg: DictConfig, run: Callable[[DictConfig], float | None]) -> float | None:
-    """``run(cfg)`` unless the job already finished with this config; see the module's docstring."""
+    """``run(cfg)`` unless the job already finished with this config and these inputs; see the module's
+    docstring."""
     out = Path(cfg.paths.output_dir)
-    key = config_hash(cfg)
+    if _in_multirun() and in_worker_process():
+        die_with_parent()
+    try:
+        if not is_rank_zero():
+            return _run_recorded(cfg, run, out)
+        check_writable(out, "the job folder", "run it elsewhere (hydra.run.dir=... or hydra.sweep.dir=...)")
+        with job_lock(out):
+            return _run_recorded(cfg, run, out)
+    except JobBusy as err:  # the folder belongs to the job running there: write nothing into it
+        if not _in_multirun():
+            raise
+        FAILED.append(str(out))
+        log.error("job not run: %s", err)
+        return None
+
+
+def _finished(cfg: DictConfig, out: Path, key: str, inputs: dict[str, str]) -> dict[str, Any] | None:
+    """The result of this job when it already finished with this config and these inputs (resume); else
+    ``None``, after setting aside (rank 0) a result of another config or other inputs."""
     result_path = out / "result.json"
-    if result_path.exists():
-        try:
-            previous = json.loads(result_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-        if cfg.get("resume", True) and previous.get("config_hash") == key:
-            log.info("resume: %s already finished with this config (result.json); not running it again", out)
-            return metric_of(previous)
-        if is_rank_zero():
-            stale = result_path.with_name(f"result.stale-{time.strftime('%Y%m%d-%H%M%S')}.json")
-            result_path.rename(stale)
-            why = "resume=false" if previous.get("config_hash") == key else "it came from another config"
-            log.warning("%s moved to %s (%s): this run replaces it", result_path, stale.name, why)
+    if not result_path.exists():
+        return None
+    try:
+        previous = json.loads(result_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        previous = {}
+    changed = describe_changes(previous.get("inputs") or {}, inputs)
+    same = previous.get("config_hash") == key and not changed
+    if cfg.get("resume", True) and same:
+        log.info(
+            "resume: %s already finished with this config and inputs (result.json); not running it again", out
+        )
+        return previous
+    if is_rank_zero():
+        stale = result_path.with_name(f"result.stale-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        result_path.rename(stale)
+        if same:
+            why = "resume=false"
+        elif previous.get("config_hash") != key:
+            why = "it came from another config"
+        else:
+            why = f"its inputs changed since: {', '.join(changed)}"
+        log.warning("%s moved to %s (%s): this run replaces it", result_path, stale.name, why)
+    return None
+
+
+def _run_recorded(cfg: DictConfig, run: Callable[[DictConfig], float | None], out: Path) -> float | None:
+    key = config_hash(cfg)
+    inputs = input_digests(cfg)
+    previous = _finished(cfg, out, key, inputs)
+    if previous is not None:
+        return metric_of(previous)
     if is_rank_zero():
         for name in (ERROR_FILE, TRACEBACK_FILE):
             (out / name).unlink(missing_ok=True)
+        keep_earlier_outputs(out, [p for paths in input_paths(cfg).values() for p in paths])
     try:
         return run(cfg)
     except Exception as err:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from imgselect.artifacts import atomic_path, write_csv_atomic, write_json_atomic
+from imgselect.jobfolder import free_name
 from imgselect.pool import ImageSet
 from imgselect.selection.selectors import Selection
 
@@ -63,18 +65,21 @@ def label_studio_config(class_names: Sequence[str]) -> str:
 
 
 def how_to_label(folder: Path) -> str:
-    """Steps to label this folder's tasks in Label Studio and read the labels back, with its own paths."""
+    """Steps to label this folder's tasks in Label Studio and read the labels back, with its own paths (quoted
+    for the shell: a path with spaces works as it is pasted)."""
+    q = shlex.quote
     return f"""Label these images in Label Studio (pip install label-studio, best in a virtualenv of its own):
 
 1. LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
-   LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder} label-studio start
+   LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={q(str(folder))} label-studio start
 2. Create a project. Labeling Setup -> Code: paste {folder / "config.xml"}
 3. Settings -> Cloud Storage -> Add Source Storage -> Local files, absolute local path
    {folder / "images"}  (save it; do not sync: the tasks come from step 4)
 4. Import {folder / "tasks.json"}
 5. Label (tile n = row n of selection.csv and tile n of selection.png). Export -> JSON.
 6. python train.py <the same data settings> labels=file labels.path=<the exported .json>
-   (or fill the label column of labels_template.csv and give that file instead)
+   (or fill the label column of labels_template.csv and give that file instead; a run in this same job folder
+   leaves your file as it is and keeps its earlier outputs in earlier/)
 """
 
 
@@ -183,8 +188,10 @@ def write_labeling_files(
     selection: Selection,
     pool: ImageSet,
     class_names: Sequence[str],
+    keep: Collection[Path] = (),
 ) -> dict[str, str]:
     """``labels_template.csv`` and ``label_studio/`` for the chosen images (pre-annotations come later, from
-    :func:`add_predictions`, once a classifier exists); returns their paths."""
-    template = write_labels_template(Path(out_dir) / "labels_template.csv", selection, pool)
+    :func:`add_predictions`, once a classifier exists); returns their paths. A template among ``keep`` (a
+    person's filled labels this run reads) is never written over: the new one is ``labels_template-<time>.csv``."""
+    template = write_labels_template(free_name(Path(out_dir) / "labels_template.csv", keep), selection, pool)
     return {"labels_template": str(template), **write_label_studio(out_dir, selection, pool, class_names)}

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.ssl import BACKBONE_FILE, PretrainedEmbedding
+from imgselect.jobfolder import input_digests, input_paths
 from imgselect.jobs import config_hash, metric_of
 from imgselect.labeling import add_predictions, write_labeling_files
 from imgselect.labels import FileLabels, Labeler
@@ -35,7 +36,7 @@ from imgselect.runtime import (
     versions,
 )
 from imgselect.selection.selectors import Selector
-from imgselect.settings import check_settings
+from imgselect.settings import check_image_size, check_input_files, check_numbers, check_settings
 from imgselect.stages.classify import ClassifierPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
 from imgselect.stages.prepare import (
@@ -77,7 +78,16 @@ def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
         return None
     ccfg = cfg.classifier
     # classifier.init=ssl: every model (k-fold and final) starts from the job's pretrained backbone
-    start = {"pretrained": str(out_dir / BACKBONE_FILE)} if classifier_init(cfg) == "ssl" else {}
+    init = classifier_init(cfg)
+    if init not in ("scratch", "ssl"):
+        raise ValueError(f"classifier.init={init!r}: use scratch (or classifier.pretrained=<file>) or ssl")
+    if init == "ssl" and ccfg.get("pretrained") is not None:
+        raise ValueError(
+            f"classifier.init=ssl starts from the job's pretraining, and classifier.pretrained="
+            f"{ccfg.pretrained} names other weights: give one of them (classifier.init=scratch keeps "
+            f"classifier.pretrained; classifier.pretrained=null keeps init=ssl)"
+        )
+    start = {"pretrained": str(out_dir / BACKBONE_FILE)} if init == "ssl" else {}
     return ClassifierPlan(  # folds and pseudo.size are checked with the other settings by check_settings
         build=lambda n_classes: instantiate(ccfg, num_classes=n_classes, **start),
         batch_size=int(ccfg.batch_size),
@@ -131,6 +141,15 @@ def run(cfg: DictConfig) -> float | None:
     limit_threads_from_env()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # before anything is built or trained: numbers that are numbers, input files that exist and load
+    check_numbers(
+        {k: OmegaConf.select(cfg, k) for k in ("budget", "seed", "folds", "image_size", "pseudo.size")}
+    )
+    inputs = input_paths(cfg)
+    check_input_files(inputs)
+    input_ids = input_digests(cfg)
+    # the job's own inputs inside its folder (labels.path=<this folder>/labels_template.csv) are never written over
+    keep = [p for paths in inputs.values() for p in paths if p.is_file()]
     seed = int(cfg.seed)
     pl.seed_everything(seed, workers=True)
     timer = StageTimer()
@@ -142,7 +161,8 @@ def run(cfg: DictConfig) -> float | None:
         trainer=instantiate(cfg.trainer),
         logger=logger,
         out_dir=out_dir,
-        precision=str(cfg.trainer.get("precision")),
+        # Lightning's default when the trainer config names none (part of cache keys: never the string "None")
+        precision=str(cfg.trainer.get("precision") or "32-true"),
         strategy=cfg.trainer.get("strategy"),
     )
     with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
@@ -150,9 +170,11 @@ def run(cfg: DictConfig) -> float | None:
         labeler: Labeler = instantiate(cfg.labels)
         # with a person's labels, budget=0 trains on them and chooses nothing new
         selecting = selector.budget > 0 or not isinstance(labeler, FileLabels)
-        embedding: Embedding | None = (
-            instantiate(cfg.embedding) if selecting and selector.requires_embeddings else None
-        )
+        uses_embedding = selecting and selector.requires_embeddings
+        if uses_embedding and cfg.embedding.get("model") is not None and "channels" in cfg.embedding.model:
+            # the autoencoder halves the image once per entry of its channels: checked before it is built
+            check_image_size(int(cfg.image_size), len(cfg.embedding.model.channels))
+        embedding: Embedding | None = instantiate(cfg.embedding) if uses_embedding else None
         pretraining = pretraining_of(cfg)
         plan = classifier_plan(cfg, out_dir)
         if pretraining is None and (
@@ -219,9 +241,11 @@ def run(cfg: DictConfig) -> float | None:
                 if is_rank_zero():
                     write_duplicates(out_dir / "duplicates.csv", duplicates, pool)
             with timer("selection"):
-                selection = select_stage(selector, pool, embeddings, n_classes, out_dir, exclude=exclude)
+                selection = select_stage(
+                    selector, pool, embeddings, n_classes, out_dir, exclude=exclude, keep=keep
+                )
             if is_rank_zero():
-                write_labeling_files(out_dir, selection, pool, class_names)
+                write_labeling_files(out_dir, selection, pool, class_names, keep=keep)
                 if map_cfg is not None:
                     with timer("embedding_map"):
                         map_info = write_map(
@@ -276,6 +300,7 @@ def run(cfg: DictConfig) -> float | None:
             versions=versions(),
             output_dir=str(out_dir),
             config_hash=config_hash(cfg),
+            inputs=input_ids,
             extra={
                 "labels": {
                     "source": labeler.name,

@@ -39,7 +39,8 @@ class RunResult:
     timings_s: dict[str, float]
     versions: dict[str, str]
     output_dir: str
-    config_hash: str = ""  # imgselect.jobs.config_hash: a re-run with the same config skips this job
+    config_hash: str = ""  # imgselect.jobs.config_hash: a re-run with the same config and inputs skips this job
+    inputs: dict[str, str] = field(default_factory=dict)  # digests of the files the job read (jobfolder)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

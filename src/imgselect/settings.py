@@ -4,6 +4,9 @@ anything is trained, so a setting that cannot work fails in seconds with what to
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import numpy as np
 
 from imgselect.selection.selectors import check_budget
 
@@ -100,6 +103,12 @@ def check_settings(
                 f"pseudo.size={pseudo_size} is split evenly over {n_classes} classes ({pseudo_size} // "
                 f"{n_classes} = 0 per class) and would add no pseudo-label; set it to 0 or at least {n_classes}"
             )
+    check_image_size(image_size, halvings)
+
+
+def check_image_size(image_size: int, halvings: int = 0) -> None:
+    """``image_size >= 8`` and a multiple of ``2 ** halvings`` (see :func:`check_settings`); the pipeline calls
+    it from the config before the autoencoder is built, whose own check would fail inside Hydra's wrapper."""
     if halvings < 0:
         raise ValueError(f"halvings={halvings} must be 0 or more")
     multiple = 2**halvings
@@ -115,3 +124,57 @@ def check_settings(
             f"{halvings} times (once per entry of autoencoder.channels); use {' or '.join(map(str, nearest))}, "
             f"or change autoencoder.channels"
         )
+
+
+def check_numbers(values: dict[str, object]) -> None:
+    """Each of ``values`` (``{"budget": 125, ...}``, from the command line) is a whole number: ``budget=ten``
+    fails here, naming the key, instead of as a ``TypeError`` deep in a selector."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"{key}={value!r} must be a whole number (e.g. {key}={DEFAULT_NUMBERS.get(key, 1)})"
+            )
+
+
+DEFAULT_NUMBERS = {"budget": 125, "seed": 0, "folds": 3, "image_size": 64, "pseudo.size": 1000}
+
+
+def check_input_files(inputs: dict[str, list[Path]]) -> None:
+    """Every file or folder a job reads (:func:`imgselect.jobfolder.input_paths`) exists, and weights, embedding
+    and labels files load, before anything is decoded, detected or trained; raises naming the key and file.
+
+    Weights are read as a plain state dict (never unpickled: a file holding code fails here, not after the
+    embedding trained); labels files are parsed (their labels are matched to the pool later).
+    """
+    from imgselect.labels import read_label_file
+    from imgselect.weights import read_state_dict
+
+    for key, paths in inputs.items():
+        for path in paths:
+            if not path.exists():
+                raise FileNotFoundError(f"{key}={path}: no such file or folder; check the path")
+            if key == "labels.path":
+                read_label_file(path)  # its errors name the file and line
+                continue
+            try:
+                if key in ("classifier.pretrained", "embedding.weights"):
+                    read_state_dict(path)
+                elif key == "embedding.path" and path.suffix == ".npy":
+                    np.load(path, mmap_mode="r", allow_pickle=False)
+                elif key == "embedding.path" and path.suffix == ".npz":
+                    with np.load(path, allow_pickle=False) as z:
+                        z.files  # noqa: B018 - reads the archive's listing
+            except Exception as err:  # unpickling refused, a damaged archive, object arrays, ...
+                raise ValueError(
+                    f"{key}={path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+                    f"give a {_WHAT.get(key, 'valid file')}"
+                ) from None
+
+
+_WHAT = {
+    "classifier.pretrained": "weights file (.safetensors, or a .pth of tensors only)",
+    "embedding.weights": "weights file (.safetensors, or a .pth of tensors only)",
+    "embedding.path": ".npy of float vectors (or a .npz with embeddings and ids)",
+}

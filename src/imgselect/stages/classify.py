@@ -107,6 +107,8 @@ def train_classifier(
             monitor="val/loss",
             mode="min",
             save_weights_only=True,
+            # a killed run's classifier_fold0.ckpt is replaced, not kept beside a new classifier_fold0-v1.ckpt
+            enable_version_counter=False,
         )
         callbacks.append(ckpt)
     train_loader = make_loader(images, labels, bs, shuffle=True)

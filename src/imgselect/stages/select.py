@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,14 @@ def select_stage(
     n_classes: int,
     out_dir: str | Path | None,
     exclude: dict[str, np.ndarray] | None = None,
+    keep: Collection[Path] = (),
 ) -> Selection:
     """Run ``selector`` on the pool and write ``selection.csv`` + ``selection.png`` (rank 0).
 
     ``exclude`` names pool indices the selector may not choose, by reason (``labeled``: a person's earlier
     rounds; ``duplicates``: near-duplicates of another image); the selector then runs on the rest, and the
-    counts go into the selection's stats.
+    counts go into the selection's stats. ``keep``: files the run reads, never written over (a ``selection.csv``
+    a person labeled is left as it is and the new one gets another name).
 
     Under DDP with an initialised process group, rank 0 decides and broadcasts the selection, so every
     process trains on the same images (ranks other than 0 may hold no embeddings). Without one, each
@@ -63,7 +66,7 @@ def select_stage(
                 f"({len(np.unique(selection.indices))} distinct) for budget={selector.budget}"
             )
         if out_dir is not None and is_rank_zero():
-            write_selection(out_dir, selection, pool)
+            write_selection(out_dir, selection, pool, keep)
         log.info("%s selected %d of %d images", selector.name, len(selection), len(pool))
     if distributed:
         box = [selection]
