@@ -1,7 +1,8 @@
-"""LightningModules (autoencoder, classifier) and the plain nn.Modules inside them."""
+"""LightningModules (autoencoder, classifier, FixMatch, SimCLR) and the plain nn.Modules inside them."""
 
 from lightning_modules.autoencoder import AutoencoderModule, ConvAutoencoder
 from lightning_modules.classifier import BatchAugment, ClassifierModule
+from lightning_modules.fixmatch import FixMatchModule, StrongAugment, flex_thresholds
 from lightning_modules.ssl import SimCLRModule, SimCLRViews
 
 __all__ = [
@@ -9,6 +10,9 @@ __all__ = [
     "BatchAugment",
     "ClassifierModule",
     "ConvAutoencoder",
+    "FixMatchModule",
     "SimCLRModule",
     "SimCLRViews",
+    "StrongAugment",
+    "flex_thresholds",
 ]

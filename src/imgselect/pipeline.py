@@ -37,7 +37,7 @@ from imgselect.runtime import (
 )
 from imgselect.selection.selectors import Selector
 from imgselect.settings import check_image_size, check_input_files, check_numbers, check_settings
-from imgselect.stages.classify import ClassifierPlan, classifier_stage
+from imgselect.stages.classify import ClassifierPlan, ClassifierResult, FixMatchPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
 from imgselect.stages.prepare import (
     dedup_settings,
@@ -88,6 +88,17 @@ def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
             f"classifier.pretrained; classifier.pretrained=null keeps init=ssl)"
         )
     start = {"pretrained": str(out_dir / BACKBONE_FILE)} if init == "ssl" else {}
+    semi = cfg.get("semi")
+    learner = str(semi.get("kind", "pseudo")) if semi is not None else "pseudo"
+    fixmatch = None
+    if semi is not None and learner == "fixmatch":
+        fixmatch = FixMatchPlan(
+            wrap=instantiate(semi.module),
+            steps=int(semi.steps),
+            steps_per_epoch=int(semi.steps_per_epoch),
+            batch_size=int(semi.batch_size),
+            mu=int(semi.mu),
+        )
     return ClassifierPlan(  # folds and pseudo.size are checked with the other settings by check_settings
         build=lambda n_classes: instantiate(ccfg, num_classes=n_classes, **start),
         batch_size=int(ccfg.batch_size),
@@ -98,6 +109,8 @@ def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
         pseudo_size=int(cfg.pseudo.size),
         pseudo_epochs=int(cfg.pseudo.epochs),
         positive_class=int(cfg.positive_class),
+        learner=learner,  # type: ignore[arg-type]  # checked by ClassifierPlan
+        fixmatch=fixmatch,
     )
 
 
@@ -252,7 +265,7 @@ def run(cfg: DictConfig) -> float | None:
                             out_dir, map_cfg, pool, embeddings, selection, known, class_names, seed
                         )
 
-        classifier: dict[str, Any] = {}
+        classifier: ClassifierResult | None = None
         if plan is not None:
             revealed = labeler.reveal(pool, selection.indices, class_names) if selection is not None else None
             train = known.plus(revealed) if revealed is not None else known
@@ -260,10 +273,9 @@ def run(cfg: DictConfig) -> float | None:
                 selection.indices if selection is not None and isinstance(labeler, FileLabels) else None
             )
             classifier = classifier_stage(plan, trainers, dm, train, timer, predict=new_picks)
-            predictions = classifier.pop("predictions", None)
-            if predictions is not None and selection is not None and is_rank_zero():
+            if classifier.predictions is not None and selection is not None and is_rank_zero():
                 # the next round's tasks carry this model's guesses as pre-annotations
-                add_predictions(out_dir, predictions, class_names)
+                add_predictions(out_dir, classifier.predictions, class_names)
 
         if not is_rank_zero():
             return None
@@ -289,10 +301,13 @@ def run(cfg: DictConfig) -> float | None:
                 if chosen_labels is not None
                 else None
             ),
-            folds=classifier.get("folds"),
-            pseudo_size=classifier.get("pseudo_size"),
-            metrics={"before": classifier.get("before"), "after": classifier.get("after")},
-            classifier={k: v for k, v in classifier.items() if k not in ("before", "after")},
+            folds=classifier.folds if classifier is not None else None,
+            pseudo_size=classifier.pseudo_size if classifier is not None else None,
+            metrics={
+                "before": classifier.before if classifier is not None else None,
+                "after": classifier.after if classifier is not None else None,
+            },
+            classifier=classifier.summary() if classifier is not None else {},
             selection_notes=selection.notes if selection is not None else [],
             selection_stats=selection.stats if selection is not None else {},
             embedding_info=embedding_info,

@@ -32,7 +32,9 @@ from imgselect.pool import FINGERPRINT_CHUNK, register_map
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1  # bump when the decoding changes what a file's pixels are
+STORE_VERSION = (
+    2  # 2: skipped-file reasons name the file. Bump when the decoding changes what a file's pixels are
+)
 KIND = "pools"
 IMAGES = "images.u8"
 META = "meta.json"

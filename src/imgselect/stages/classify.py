@@ -1,18 +1,19 @@
-"""The classifier stage: labels for the chosen images -> k-fold classifiers ("before") -> pseudo-labels from
-the rest of the pool -> a final classifier ("after") -> metrics on the validation set."""
+"""The classifier stage: labels for the chosen images -> k-fold classifiers ("before") -> a learner that uses
+the rest of the pool ("after": the paper's pseudo-labels, or FixMatch) -> metrics on the validation set."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from imgselect.artifacts import atomic_path, save_confusion_matrices
 from imgselect.callbacks import embed_images
@@ -41,6 +42,34 @@ class ClassifierModel(Protocol):
 
 
 @dataclass(frozen=True)
+class FixMatchPlan:
+    """How ``semi=fixmatch`` trains (``conf/semi/fixmatch.yaml``).
+
+    Attributes:
+        wrap: ``(classifier=, n_unlabeled=, total_steps=, unlabeled_labels=) -> LightningModule`` (a partial of
+            ``lightning_modules.FixMatchModule`` with its settings) with ``finished_classifier()``.
+        steps: optimizer steps.
+        steps_per_epoch: steps between progress lines.
+        batch_size: labeled images per step (drawn with replacement).
+        mu: unlabeled images per labeled one.
+    """
+
+    wrap: Callable[..., Any]
+    steps: int
+    steps_per_epoch: int
+    batch_size: int
+    mu: int
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "steps_per_epoch", "batch_size", "mu"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"semi.{name}={getattr(self, name)} must be at least 1")
+
+
+Learner = Literal["pseudo", "fixmatch", "none"]
+
+
+@dataclass(frozen=True)
 class ClassifierPlan:
     """How the classifier stage trains.
 
@@ -54,6 +83,9 @@ class ClassifierPlan:
         pseudo_size: pseudo-labels added from the rest of the pool (0: none).
         pseudo_epochs: epochs of the final model on labeled + pseudo-labeled images.
         positive_class: the class whose F1 a 2-class task reports.
+        learner: what makes "after" from the rest of the pool: ``pseudo`` (the paper), ``fixmatch`` or
+            ``none`` (``semi`` config group).
+        fixmatch: the FixMatch plan when ``learner == "fixmatch"``.
     """
 
     build: Callable[[int], Any]
@@ -65,6 +97,44 @@ class ClassifierPlan:
     pseudo_size: int
     pseudo_epochs: int
     positive_class: int
+    learner: Learner = "pseudo"
+    fixmatch: FixMatchPlan | None = None
+
+    def __post_init__(self) -> None:
+        if self.learner not in ("pseudo", "fixmatch", "none"):
+            raise ValueError(f"semi={self.learner!r}: use pseudo, fixmatch or none")
+        if self.learner == "fixmatch" and self.fixmatch is None:
+            raise ValueError("semi=fixmatch needs its settings (conf/semi/fixmatch.yaml)")
+
+
+@dataclass
+class ClassifierResult:
+    """What the classifier stage measured.
+
+    Attributes:
+        labeled: labeled images it trained on.
+        folds: k of the "before" models.
+        learner: ``pseudo``, ``fixmatch`` or ``none``.
+        pseudo_size: pseudo-labels asked for (``semi=pseudo``), else ``None``.
+        before: metrics of the k-fold ensemble on the validation set (labeled images alone).
+        after: metrics of the model that also learned from the pool (``None`` without one).
+        details: what a person reads besides (pseudo-label counts and accuracy, FixMatch's mask rate, classes
+            missing from the labels).
+        predictions: class probabilities of the images asked for (the next round's picks), or ``None``.
+    """
+
+    labeled: int
+    folds: int
+    learner: str
+    pseudo_size: int | None
+    before: dict[str, Any]
+    after: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    predictions: np.ndarray | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """``result.json``'s ``classifier`` entry."""
+        return {"labeled": self.labeled, "folds": self.folds, "learner": self.learner, **self.details}
 
 
 def make_loader(images: torch.Tensor, labels: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
@@ -127,6 +197,66 @@ def train_classifier(
     return model
 
 
+class PoolPositions(Dataset):
+    """``(position, image)`` of the pool images at ``indices`` (no copy of the pool: a mapped pool stays
+    mapped); the position indexes FixMatch's per-image table."""
+
+    def __init__(self, images: torch.Tensor, indices: np.ndarray) -> None:
+        self.images, self.indices = images, torch.as_tensor(indices, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
+        return k, self.images[self.indices[k]]
+
+
+def train_fixmatch(
+    plan: ClassifierPlan,
+    trainers: TrainerFactory,
+    n_classes: int,
+    labeled: tuple[torch.Tensor, np.ndarray],
+    pool_images: torch.Tensor,
+    unlabeled: np.ndarray,
+    unlabeled_labels: np.ndarray | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """FixMatch on ``labeled`` images and the pool images at ``unlabeled``: the finished classifier (its
+    weight average) and what a person reads of the run (steps, final mask rate and pseudo-label accuracy)."""
+    fm = plan.fixmatch
+    assert fm is not None
+    images, y = labeled
+    epochs = max(1, -(-fm.steps // fm.steps_per_epoch))
+    per_epoch = fm.steps_per_epoch
+    labeled_loader = DataLoader(
+        TensorDataset(images, torch.as_tensor(y, dtype=torch.long)),
+        batch_size=fm.batch_size,
+        sampler=RandomSampler(range(len(y)), replacement=True, num_samples=per_epoch * fm.batch_size),
+        drop_last=True,
+    )
+    u_batch = fm.mu * fm.batch_size
+    unlabeled_loader = DataLoader(
+        PoolPositions(pool_images, unlabeled),
+        batch_size=u_batch,
+        sampler=RandomSampler(range(len(unlabeled)), replacement=True, num_samples=per_epoch * u_batch),
+        drop_last=True,
+    )
+    module = fm.wrap(
+        classifier=plan.build(n_classes),
+        n_unlabeled=len(unlabeled),
+        total_steps=epochs * per_epoch,
+        unlabeled_labels=torch.as_tensor(unlabeled_labels) if unlabeled_labels is not None else None,
+    )
+    log.info(
+        "FixMatch: %d labeled + %d unlabeled images, %d steps of %d + %d (%d epochs of %d steps)",
+        len(y), len(unlabeled), epochs * per_epoch, fm.batch_size, u_batch, epochs, per_epoch,
+    )  # fmt: skip
+    trainer = trainers("classifier_fixmatch", epochs, [], enable_checkpointing=False)
+    combined = CombinedLoader({"labeled": labeled_loader, "unlabeled": unlabeled_loader}, mode="min_size")
+    trainer.fit(module, train_dataloaders=combined)
+    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    return module.finished_classifier(), {"steps": epochs * per_epoch, "last_epoch": metrics}
+
+
 def classifier_stage(
     plan: ClassifierPlan,
     trainers: TrainerFactory,
@@ -134,17 +264,17 @@ def classifier_stage(
     labeled: LabeledSet,
     timer: StageTimer,
     predict: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Labeled images -> k-fold classifiers (before) -> pseudo-labels -> final classifier (after); returns
-    result fields. With ``predict`` (pool indices), ``out["predictions"]`` holds the last model's class
-    probabilities of those images (the final model's, else the fold ensemble's): a labeling tool's
+) -> ClassifierResult:
+    """Labeled images -> k-fold classifiers (before) -> the learner on the rest of the pool (after: pseudo-labels
+    and a final classifier, or FixMatch). With ``predict`` (pool indices), ``predictions`` holds the last model's
+    class probabilities of those images (the final model's, else the fold ensemble's): a labeling tool's
     pre-annotations for the next round."""
     pool, val = dm.pool, dm.val
     out_dir = trainers.out_dir
     n_classes = len(dm.class_names)
     chosen = np.asarray(labeled.indices, dtype=np.int64)
     y = np.asarray(labeled.labels, dtype=np.int64)
-    out: dict[str, Any] = {"labeled": len(chosen), "folds": plan.folds, "pseudo_size": plan.pseudo_size}
+    details: dict[str, Any] = {}
     counts = np.bincount(y, minlength=n_classes)
     lacking = [dm.class_names[c] for c in range(n_classes) if counts[c] == 0]
     if lacking:
@@ -153,7 +283,7 @@ def classifier_stage(
             "so expect their F1 to be 0. Raise budget or check the labels.",
             lacking,
         )
-        out["classes_missing_from_labels"] = lacking
+        details["classes_missing_from_labels"] = lacking
     if len(val) == 0 or val.labels is None:
         raise ValueError(f"the validation set {val.source} has no readable labeled image; metrics need one")
     val_labels = val.labels
@@ -162,7 +292,9 @@ def classifier_stage(
     folds = stratified_folds(y, k, seed=plan.seed)
     images = pool.images[torch.as_tensor(chosen)]
     rest = np.setdiff1d(np.arange(len(pool)), chosen)
-    predict_rest = plan.pseudo_size > 0 and len(rest) > 0  # rest: pool indices, never a copy of the pool
+    # rest: pool indices, never a copy of the pool
+    predict_rest = plan.learner == "pseudo" and plan.pseudo_size > 0 and len(rest) > 0
+    learns_from_pool = predict_rest or (plan.learner == "fixmatch" and len(rest) > 0)
     val_probs, rest_probs, new_probs = [], [], []
     new = np.asarray(predict, dtype=np.int64) if predict is not None and len(predict) else None
     with timer("classifier_folds"):
@@ -177,24 +309,21 @@ def classifier_stage(
             val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
             if predict_rest:
                 rest_probs.append(_predict(model, pool.images, f"Predicting unlabeled pool (fold {i})", rest))
-            if new is not None and not predict_rest:  # else the final model predicts them
+            if new is not None and not learns_from_pool:  # else the final model predicts them
                 new_probs.append(_predict(model, pool.images, f"Predicting the new picks (fold {i})", new))
-    before = np.mean(val_probs, axis=0)
-    out["before"] = classification_metrics(before, val_labels, plan.positive_class)
+    before = classification_metrics(np.mean(val_probs, axis=0), val_labels, plan.positive_class)
     log.info(
-        "before pseudo-labeling: %s",
-        {name: v for name, v in out["before"].items() if name != "confusion_matrix"},
+        "before (labels alone): %s", {name: v for name, v in before.items() if name != "confusion_matrix"}
     )
-    matrices = {"before pseudo-labeling": out["before"]["confusion_matrix"]}
-
-    out["after"] = None
+    matrices: dict[str, Any] = {"labeled images alone": before["confusion_matrix"]}
+    final: Any = None
     if predict_rest:
         with timer("pseudo_labeling"):
             pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), plan.pseudo_size)
             for note in pseudo.notes:
                 log.warning("pseudo-labels: %s", note)
             picked = rest[pseudo.indices]
-        out["pseudo"] = {
+        details["pseudo"] = {
             "count": len(picked),
             "class_histogram": np.bincount(pseudo.labels, minlength=n_classes).tolist(),
             "mean_confidence": float(pseudo.confidence.mean()) if len(picked) else None,
@@ -210,20 +339,33 @@ def classifier_stage(
             final = train_classifier(
                 plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
             )
-            after = _predict(final, val.images, "Predicting validation (final model)")
-            if new is not None:
-                new_probs = [_predict(final, pool.images, "Predicting the new picks (final model)", new)]
-        out["after"] = classification_metrics(after, val_labels, plan.positive_class)
-        matrices["after pseudo-labeling"] = out["after"]["confusion_matrix"]
-        log.info(
-            "after pseudo-labeling: %s",
-            {name: v for name, v in out["after"].items() if name != "confusion_matrix"},
-        )
+    elif learns_from_pool:
+        with timer("classifier_fixmatch"):
+            pl.seed_everything(plan.seed + k, workers=True, verbose=False)
+            truth = pool.labels[rest] if pool.labels is not None else None
+            final, details["fixmatch"] = train_fixmatch(
+                plan, trainers, n_classes, (images, y), pool.images, rest, truth
+            )
+    after = None
+    if final is not None:
+        probs = _predict(final, val.images, "Predicting validation (final model)")
+        if new is not None:
+            new_probs = [_predict(final, pool.images, "Predicting the new picks (final model)", new)]
+        after = classification_metrics(probs, val_labels, plan.positive_class)
+        matrices[f"with the pool ({plan.learner})"] = after["confusion_matrix"]
+        log.info("after (%s): %s", plan.learner, {n: v for n, v in after.items() if n != "confusion_matrix"})
         if is_rank_zero():
             with atomic_path(out_dir / "classifier_final.pt") as tmp:
                 torch.save(final.state_dict(), tmp)
     if is_rank_zero():
         save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
-    if new_probs:
-        out["predictions"] = np.mean(new_probs, axis=0)
-    return out
+    return ClassifierResult(
+        labeled=len(chosen),
+        folds=plan.folds,
+        learner=plan.learner,
+        pseudo_size=plan.pseudo_size if plan.learner == "pseudo" else None,
+        before=before,
+        after=after,
+        details=details,
+        predictions=np.mean(new_probs, axis=0) if new_probs else None,
+    )
