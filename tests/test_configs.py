@@ -31,8 +31,10 @@ def test_groups_are_all_there() -> None:
         "experiment",
         "dedup",
         "labels",
+        "semi",
     ):
         assert options(group), group
+    assert {"pseudo", "fixmatch", "none"} <= set(options("semi"))
     assert {"ae", "random", "ae_centroid", "typiclust", "probcover", "kcenter"} <= set(options("selector"))
     assert {"autoencoder", "pixels", "backbone", "file"} <= set(options("embedding"))
     assert {"cpu", "gpu", "ddp"} <= set(options("trainer"))
@@ -161,7 +163,9 @@ def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
     instantiate(cfg.selector)
 
 
-@pytest.mark.parametrize("name", ["paper_table1", "smoke", "selection_10class", "ssl_2class", "ssl_10class"])
+@pytest.mark.parametrize(
+    "name", ["paper_table1", "smoke", "selection_10class", "ssl_2class", "ssl_10class", "fixmatch_10class"]
+)
 def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     """The sweep files extend conf/train.yaml and carry their sweep; the CPU preset still applies on top."""
     import os
@@ -178,6 +182,12 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     params = dict(cfg.hydra.sweeper.params)
+    if name == "fixmatch_10class":  # issue 21: {random, typiclust on pixels} x FixMatch from the SimCLR start
+        assert params == {"budget": "10,20,50", "selector": "random,typiclust", "seed": "0,1,2"}
+        assert cfg.semi.kind == "fixmatch" and cfg.classifier.init == "ssl"
+        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PixelsEmbedding")
+        assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
+        return
     if name.startswith(
         "ssl_"
     ):  # issue 13's tables: {random, typiclust} x {scratch, init=ssl} x budgets x seeds
