@@ -24,7 +24,7 @@ class TestThresholds:
     def test_low_confidence_pool_images_are_masked(self) -> None:
         m = _module(threshold=0.95, flex=False)
         logits = torch.tensor([[8.0, 0.0, 0.0], [1.0, 0.9, 0.8], [0.0, 0.0, 9.0], [0.0, 2.0, 0.0]])
-        label, mask, conf = m.pseudo_labels(logits, torch.arange(4))
+        label, mask, _ = m.pseudo_labels(logits, torch.arange(4))
         assert label.tolist() == [0, 0, 2, 1]
         assert mask.tolist() == [True, False, True, False]  # softmax 0.9993, 0.37, 0.9998, 0.78
         assert m.learned.tolist() == [0, -1, 2, -1, -1, -1]  # FlexMatch's table: confident ones only
