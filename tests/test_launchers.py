@@ -208,6 +208,4 @@ def test_joblib_parallel_sweep_one_thread_per_job(tmp_path: Path, fmnist_dir: Pa
         assert result["versions"]["torch_threads"] == "1"
     assert (sweep / "2_random_budget100000_seed0" / "error.json").exists()
     md = (sweep / "table1.md").read_text()
-    assert (
-        "2 finished jobs, 1 not finished: 2_random_budget100000_seed0 (failed: ValueError" in md
-    )
+    assert "2 finished jobs, 1 not finished: 2_random_budget100000_seed0 (failed: ValueError" in md

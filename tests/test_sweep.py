@@ -126,9 +126,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, fmnist_dir
     assert "Traceback" in (failed / "error.txt").read_text()
     assert (done / "result.json").exists()  # ... after running the job after it
     md = (sweep / "table1.md").read_text()  # and Table 1 is written anyway, naming the failure
-    assert (
-        "1 finished jobs, 1 not finished: 0_random_budget100000_seed0 (failed: ValueError" in md
-    )
+    assert "1 finished jobs, 1 not finished: 0_random_budget100000_seed0 (failed: ValueError" in md
 
 
 def test_rerun_skips_finished_jobs_and_replaces_stale_results(tmp_path: Path, fmnist_dir: Path) -> None:

@@ -3,7 +3,10 @@
     python -m imgselect.report logs/train/multiruns/2026-11-29_10-00-00
 
 Works on finished and partly finished sweeps (jobs without result.json are counted as missing). Also runs
-by itself at the end of every multirun (``Table1Callback`` in ``conf/hydra/default.yaml``).
+by itself at the end of every multirun (``Table1Callback`` in ``conf/hydra/default.yaml``). Beside Table 1 it
+draws ``label_efficiency.png`` (:func:`write_label_efficiency`): the metric against the number of labels, one
+line per selector and learner, with the all-label ceiling where one is known (``--ceiling``, or a job that
+labeled its whole pool).
 """
 
 from __future__ import annotations
@@ -146,9 +149,13 @@ def _fmt(values: list[float]) -> str:
 
 
 def write_table1(
-    sweep_dir: str | Path, out_dir: str | Path | None = None, metric: str = "f1"
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    metric: str = "f1",
+    ceilings: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    """Write ``table1.md``, ``table1.csv`` and ``table1.png`` for the sweep; returns their paths."""
+    """Write ``table1.md``, ``table1.csv``, ``table1.png`` and ``label_efficiency.png`` (with ``ceilings``,
+    ``{label: value}``, as lines) for the sweep; returns their paths."""
     sweep_dir = Path(sweep_dir)
     results, missing = collect(sweep_dir)
     if not results:
@@ -156,6 +163,9 @@ def write_table1(
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = summarise(results, metric)
+    phases = PHASES
+    if any(learner_of(r) == "fixmatch" for r in results):  # "pseudo-labeling" would misname FixMatch's rows
+        phases = (("before", "Labeled images alone"), ("after", "With the pool (semi)"))
     budgets = sorted({b for _, _, b in cells} | {int(r["budget"]) for r in results})
     selectors = sorted(
         {s for s, _, _ in cells} | {row_label(r) for r in results},
@@ -183,7 +193,7 @@ def write_table1(
     ]
     rows = []
     for s in selectors:
-        for phase, phase_name in PHASES:
+        for phase, phase_name in phases:
             vals = [cells.get((s, phase, b), []) for b in budgets]
             if not any(vals):
                 continue
@@ -208,9 +218,110 @@ def write_table1(
     write_csv_atomic(paths["csv"], [["selector", "phase", "budget", "metric", "mean", "std", "n"], *rows])
     if cells:
         _plot(paths["png"], cells, selectors, budgets, metric)
+        paths["curve"] = write_label_efficiency(results, out_dir / "label_efficiency.png", metric, ceilings)
     else:
         paths.pop("png")
     return paths
+
+
+def learner_of(result: dict[str, Any]) -> str:
+    """The learner a job used (``semi``): ``pseudo``, ``fixmatch`` or ``none``; results from before the
+    ``semi`` group say ``pseudo`` when they pseudo-labeled, else ``none``."""
+    learner = (result.get("classifier") or {}).get("learner")
+    if learner:
+        return str(learner)
+    return "pseudo" if (result.get("metrics") or {}).get("after") else "none"
+
+
+LEARNER_NAMES = {"pseudo": "pseudo-labels (paper)", "fixmatch": "FixMatch", "none": "labels only"}
+
+
+def efficiency_points(results: list[dict[str, Any]], metric: str = "f1") -> dict[str, dict[int, list[float]]]:
+    """``line label -> labels -> [metric of each seed]``: one line per selector (with its variant) and learner,
+    each job's final model (after learning from the pool; the labeled images alone with ``semi=none``). Jobs that
+    labeled their whole pool are ceilings, not points (:func:`ceilings_of`)."""
+    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if _labels_all(r):
+            continue
+        metrics = r.get("metrics") or {}
+        m = metrics.get("after") or metrics.get("before")
+        if not m or m.get(metric) is None or math.isnan(m[metric]):
+            continue
+        labels = int((r.get("classifier") or {}).get("labeled") or r["budget"])
+        lines[f"{row_label(r)}, {LEARNER_NAMES.get(learner_of(r), learner_of(r))}"][labels].append(
+            float(m[metric])
+        )
+    return lines
+
+
+def _labels_all(result: dict[str, Any]) -> bool:
+    return bool(result.get("pool_size")) and int(result["budget"]) >= int(result["pool_size"])
+
+
+def ceilings_of(results: list[dict[str, Any]], metric: str = "f1") -> dict[str, float]:
+    """``label -> metric`` of the jobs that labeled their whole pool (mean over seeds), by learner."""
+    found: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        m = ((r.get("metrics") or {}).get("before") or {}).get(metric) if _labels_all(r) else None
+        if m is not None:
+            found[f"all {r['pool_size']} labels ({LEARNER_NAMES.get(learner_of(r), learner_of(r))})"].append(
+                m
+            )
+    return {k: statistics.fmean(v) for k, v in found.items()}
+
+
+def write_label_efficiency(
+    results: list[dict[str, Any]],
+    path: str | Path,
+    metric: str = "f1",
+    ceilings: dict[str, float] | None = None,
+) -> Path:
+    """``label_efficiency.png``: the metric against the number of labels (log scale), one line per selector and
+    learner with mean ± std over seeds as error bars, and each ceiling (``{label: value}``, plus the jobs that
+    labeled their whole pool) as a horizontal line. The picture a user decides from: how many labels buy how
+    much, and what selection and learner add."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = efficiency_points(results, metric)
+    levels = {**ceilings_of(results, metric), **(ceilings or {})}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ticks: set[int] = set()
+    for i, (name, pts) in enumerate(
+        sorted(lines.items(), key=lambda kv: (not kv[0].startswith("Random"), kv[0]))
+    ):
+        xs = sorted(pts)
+        ticks.update(xs)
+        ys = [statistics.fmean(pts[x]) for x in xs]
+        es = [statistics.stdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs]
+        n = min(len(pts[x]) for x in xs)
+        ax.errorbar(
+            xs, ys, yerr=es, marker="o", capsize=3, color=colors[i % len(colors)],
+            linestyle="--" if name.startswith("Random") else "-", label=f"{name} (n={n})",
+        )  # fmt: skip
+    for j, (name, value) in enumerate(sorted(levels.items())):
+        ax.axhline(
+            value, color="0.3", linestyle=":" if j % 2 else "-.", linewidth=1.2, label=f"{name}: {value:.3f}"
+        )
+    ax.set_xscale("log")
+    if ticks:
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+    ax.minorticks_off()
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel(f"{metric} on the validation set")
+    ax.set_title("Label efficiency: mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def selection_summary(results: list[dict[str, Any]]) -> list[str]:
@@ -364,7 +475,11 @@ def track_table1(config: Any, sweep_dir: Path, paths: dict[str, Path], metric: s
         instantiate(logger_cfg).log_sweep(
             sweep_dir,
             tables={"table1": csv_table(paths["csv"]), "jobs": (columns, jobs)},
-            images={"table1_figure": paths["png"]} if "png" in paths else {},
+            images={
+                name: paths[key]
+                for name, key in (("table1_figure", "png"), ("label_efficiency", "curve"))
+                if key in paths
+            },
             files=[paths["md"], paths["csv"]],
             summary={"jobs/finished": len(results), "jobs/not_finished": len(missing)},
         )
@@ -377,9 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", help="a multirun folder (one subfolder per job)")
     parser.add_argument("--out", help="where to write table1.{md,csv,png} (default: the sweep folder)")
     parser.add_argument("--metric", default="f1", choices=["f1", "accuracy", "auroc"])
+    parser.add_argument(
+        "--ceiling",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="a horizontal line on label_efficiency.png, e.g. 'all labels, from scratch=0.826' (repeatable)",
+    )
     args = parser.parse_args(argv)
+    ceilings = {}
+    for item in args.ceiling:
+        name, _, value = item.rpartition("=")
+        try:
+            ceilings[name or "ceiling"] = float(value)
+        except ValueError:
+            parser.error(f"--ceiling {item!r}: give LABEL=VALUE with a number, e.g. 'all labels=0.85'")
     try:
-        paths = write_table1(args.sweep_dir, args.out, args.metric)
+        paths = write_table1(args.sweep_dir, args.out, args.metric, ceilings)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

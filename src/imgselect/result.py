@@ -39,7 +39,7 @@ class RunResult:
     timings_s: dict[str, float]
     versions: dict[str, str]
     output_dir: str
-    config_hash: str = ""  # imgselect.jobs.config_hash: a re-run with the same config and inputs skips this job
+    config_hash: str = ""  # imgselect.jobs.config_hash: with the same inputs, a re-run skips this job
     inputs: dict[str, str] = field(default_factory=dict)  # digests of the files the job read (jobfolder)
     extra: dict[str, Any] = field(default_factory=dict)
 

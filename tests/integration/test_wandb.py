@@ -157,10 +157,7 @@ def test_sweep_one_run_per_job_in_one_group_and_a_summary_run(
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the failed job, at the end
     sweep = tmp_path / "sweep"
-    jobs = {
-        budget: sweep / f"{i}_random_budget{budget}_seed0"
-        for i, budget in enumerate((100000, 5, 8))
-    }
+    jobs = {budget: sweep / f"{i}_random_budget{budget}_seed0" for i, budget in enumerate((100000, 5, 8))}
     runs = {budget: only_run(folder) for budget, folder in jobs.items()}
     assert len({r["id"] for _, r in runs.values()}) == 3  # one run per job
     for budget, (_, r) in runs.items():

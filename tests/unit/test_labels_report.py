@@ -12,8 +12,8 @@ import torch
 from imgselect.artifacts import write_selection_csv
 from imgselect.labels import FileLabels, OracleLabels, read_label_file
 from imgselect.pool import ImageSet
+from imgselect.report import ceilings_of, efficiency_points, write_table1
 from imgselect.report import main as report_main
-from imgselect.report import write_table1
 from imgselect.selection.selectors import Selection
 
 CLASSES = ["customer", "staff"]
@@ -251,3 +251,45 @@ def test_table1_keeps_jobs_of_other_settings_apart(tmp_path: Path) -> None:
     assert "besides selector, embedding, budget and seed: folds;" in md
     assert "| Random selection [folds=2] | Before pseudo-labeling | 0.610 ± 0.014 (n=2) |" in md
     assert "| Random selection [folds=3] | Before pseudo-labeling | 0.900 (n=1) |" in md
+
+
+def test_label_efficiency_draws_one_line_per_selector_and_learner(tmp_path: Path) -> None:
+    """label_efficiency.png beside Table 1: each selector x learner a line over the labels, seeds pooled, and a
+    job that labeled the whole pool as the ceiling, not a point."""
+    k = 0
+    for selector in ("random", "typiclust"):
+        for learner, gain in (("pseudo", 0.0), ("fixmatch", 0.1)):
+            for budget in (10, 20):
+                for seed in (0, 1):
+                    d = tmp_path / str(k)
+                    d.mkdir()
+                    after = 0.5 + gain + budget / 100 + seed / 100 + (0.05 if selector == "typiclust" else 0)
+                    result = {
+                        "selector": selector, "pick": "typical", "embedding": "pixels", "budget": budget,
+                        "seed": seed, "pool_size": 1000, "classifier": {"learner": learner, "labeled": budget},
+                        "metrics": {"before": {"accuracy": 0.4}, "after": {"accuracy": after}},
+                    }  # fmt: skip
+                    (d / "result.json").write_text(json.dumps(result))
+                    k += 1
+    ceiling = tmp_path / "ceiling"
+    ceiling.mkdir()
+    (ceiling / "result.json").write_text(json.dumps({
+        "selector": "random", "budget": 1000, "seed": 0, "pool_size": 1000, "classifier": {"learner": "none"},
+        "metrics": {"before": {"accuracy": 0.9}, "after": None},
+    }))  # fmt: skip
+    from imgselect.report import collect
+
+    results, _ = collect(tmp_path)
+    lines = efficiency_points(results, "accuracy")
+    assert sorted(lines) == [
+        "Random selection, FixMatch",
+        "Random selection, pseudo-labels (paper)",
+        "TypiClust (pixels), FixMatch",
+        "TypiClust (pixels), pseudo-labels (paper)",
+    ]
+    assert lines["TypiClust (pixels), FixMatch"][20] == pytest.approx([0.85, 0.86])  # seeds pooled per count
+    assert 1000 not in lines["Random selection, pseudo-labels (paper)"]  # the ceiling is no point
+    assert ceilings_of(results, "accuracy") == {"all 1000 labels (labels only)": 0.9}
+    paths = write_table1(tmp_path, metric="accuracy", ceilings={"all labels, FixMatch": 0.95})
+    assert paths["curve"].name == "label_efficiency.png" and paths["curve"].stat().st_size > 5000
+    assert "With the pool (semi)" in paths["md"].read_text()  # not "pseudo-labeling" for FixMatch's rows
