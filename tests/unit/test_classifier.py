@@ -100,3 +100,31 @@ def test_new_head_starts_neutral() -> None:
     m = ClassifierModule().eval()
     logits = m(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8))
     assert logits.abs().max() < 1.0
+
+
+def test_a_rerun_replaces_a_killed_runs_checkpoint(tmp_path: Path) -> None:
+    """A killed job leaves classifier/classifier_fold0.ckpt; its re-run writes the same file again instead of
+    a classifier_fold0-v1.ckpt beside it (and loads its own best weights)."""
+    from functools import partial
+
+    import numpy as np
+
+    from imgselect.runtime import TrainerFactory
+    from imgselect.stages.classify import ClassifierPlan, train_classifier
+
+    plan = ClassifierPlan(
+        build=lambda n: ClassifierModule(num_classes=n, channels_last=False),
+        batch_size=4, epochs=1, min_steps=0, folds=2, seed=0, pseudo_size=0, pseudo_epochs=1,
+        positive_class=1,
+    )  # fmt: skip
+    trainers = TrainerFactory(
+        trainer=partial(pl.Trainer, accelerator="cpu", devices=1, enable_model_summary=False),
+        logger=None,
+        out_dir=tmp_path,
+        progress="none",
+    )
+    x = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    y = np.array([0, 1] * 4)
+    for _ in range(2):  # the first run stands for the killed one
+        train_classifier(plan, trainers, "classifier_fold0", 2, x[:6], y[:6], 1, (x[6:], y[6:]))
+    assert sorted(p.name for p in (tmp_path / "classifier").glob("*.ckpt")) == ["classifier_fold0.ckpt"]
