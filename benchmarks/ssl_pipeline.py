@@ -56,11 +56,19 @@ def selection_name(job: dict[str, Any]) -> str:
     return selector if selector == "random" or not embedding else f"{selector} on {embedding}"
 
 
+def start_name(job: dict[str, Any]) -> str:
+    """The classifier's start and, when it is not the paper's pseudo-labeling, its learner: ``scratch``,
+    ``ssl``, ``ssl+fixmatch`` (issue 21's ``semi`` group; older results have none: pseudo-labels)."""
+    learner = (job.get("classifier") or {}).get("learner") or "pseudo"
+    init = job.get("classifier_init") or "scratch"
+    return init if learner == "pseudo" else f"{init}+{learner}"
+
+
 def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
     """cells[selector/init/budget][seed] = {before, after} of ``metric``; paired differences by seed."""
     cells: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
     for r in jobs:
-        key = f"{selection_name(r)}/{r.get('classifier_init') or 'scratch'}/{r['budget']}"
+        key = f"{selection_name(r)}/{start_name(r)}/{r['budget']}"
         seed = int(r["seed"])
         if seed in cells[key]:
             raise SystemExit(f"two jobs for {key} seed {seed}: {cells[key][seed]['file']} and {r['_file']}")
@@ -99,18 +107,24 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
 
     budgets = sorted({int(k.split("/")[2]) for k in cells})
     selectors = sorted({k.split("/")[0] for k in cells}, key=lambda s: (s != "random", s))
+    inits = sorted({k.split("/")[1] for k in cells} | {"scratch", "ssl"})
     for b in budgets:
         for s in selectors:
             pair(f"{b}: ssl init - scratch, {s}", f"{s}/ssl/{b}", f"{s}/scratch/{b}")
+            for init in (
+                i for i in inits if "+" in i
+            ):  # a learner against pseudo-labels, same picks and start
+                base, learner = init.split("+", 1)
+                pair(f"{b}: {learner} - pseudo-labels, {s}, {base}", f"{s}/{init}/{b}", f"{s}/{base}/{b}")
         for s in selectors[1:]:
-            for init in ("scratch", "ssl"):
+            for init in inits:
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
             # both changes against what users start from
             pair(f"{b}: {s} + ssl init - random from scratch", f"{s}/ssl/{b}", f"random/scratch/{b}")
         # selectors (or one selector on two embeddings) against each other
         for i, a in enumerate(selectors[1:], 1):
             for other in selectors[i + 1 :]:
-                for init in ("scratch", "ssl"):
+                for init in inits:
                     pair(f"{b}: {a} - {other}, {init}", f"{a}/{init}/{b}", f"{other}/{init}/{b}")
     return {
         "metric": metric,
@@ -126,13 +140,15 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
 def markdown(t: dict[str, Any]) -> str:
     budgets = t["budgets"]
     lines = [
-        f"{t['metric_label']} before / after pseudo-labeling, mean ± std over seeds:",
+        f"{t['metric_label']} before / after (pseudo-labeling, or the `semi` learner named), mean ± std over seeds:",
         "",
         "| selection | classifier | " + " | ".join(f"{b} labels" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),
     ]
+    inits = sorted({k.split("/")[1] for k in t["summary"]}, key=lambda i: (i != "scratch", i))
+    starts = {"scratch": "from scratch", "ssl": "`init=ssl`"}
     for s in t["selectors"]:
-        for init in ("scratch", "ssl"):
+        for init in inits:
             if not any(f"{s}/{init}/{b}" in t["summary"] for b in budgets):
                 continue  # not run
             row = []
@@ -141,9 +157,8 @@ def markdown(t: dict[str, Any]) -> str:
                 row.append(
                     " / ".join(f"{c[p]['mean']:.3f} ± {c[p]['std']:.3f}" if p in c else "–" for p in PHASES)
                 )
-            lines.append(
-                f"| {s} | {'`init=ssl`' if init == 'ssl' else 'from scratch'} | " + " | ".join(row) + " |"
-            )
+            start = starts.get(init) or "`init=" + init.replace("+", "`, `semi=") + "`"
+            lines.append(f"| {s} | {start} | " + " | ".join(row) + " |")
     lines += ["", f"Paired by seed ({t['metric_label']} points × 100, seeds with a positive difference):", ""]
     lines += ["| difference | before | after |", "|---|---|---|"]
     names = sorted(
