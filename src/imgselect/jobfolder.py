@@ -257,15 +257,31 @@ def in_worker_process() -> bool:
 
 
 def die_with_parent(interval: float = 0.5, sig: int = signal.SIGKILL) -> threading.Thread:
-    """Watch the parent process from a daemon thread and end this process with ``sig`` once the parent is
-    gone (this process is handed to another parent): a killed sweep leaves no worker finishing its job."""
-    parent = os.getppid()
+    """End this process with ``sig`` once the process that started it is gone: at once when it is already gone
+    (a worker that picks up a job after its sweep was killed), else from a daemon thread that watches it. A
+    killed sweep leaves no worker finishing, or starting, its jobs."""
+    import multiprocessing
+
+    started_by = multiprocessing.parent_process()
+    # the pid of the process that started this one, even when this one was already handed to another parent
+    parent = started_by.pid if started_by is not None and started_by.pid else os.getppid()
+
+    def gone() -> bool:
+        return os.getppid() != parent
+
+    def end() -> None:
+        log.error("the sweep's process (pid %d) is gone: this job ends too", parent)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), sig)
+
+    if gone():
+        end()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(interval)
-        log.error("the sweep's process (pid %d) is gone: this job ends too", parent)
-        os.kill(os.getpid(), sig)
+        end()
 
     thread = threading.Thread(target=watch, name="die-with-parent", daemon=True)
     thread.start()

@@ -213,3 +213,46 @@ class TestChecksBeforeTraining:
         with pytest.raises(ValueError, match="image_size=36 must be a multiple of 8"):
             check_image_size(36, 3)
         check_image_size(32, 2)
+
+
+def test_a_worker_does_not_start_a_job_after_its_sweep_was_killed(tmp_path: Path) -> None:
+    """A worker that takes up a job only after the sweep's process died (found by killing a real
+    hydra/launcher=parallel sweep before its jobs began: the orphaned workers then ran every job) ends at once."""
+    ready, ran = tmp_path / "ready", tmp_path / "ran"
+    sweep = textwrap.dedent(f"""
+        import multiprocessing as mp, time
+        from pathlib import Path
+
+        def job():
+            import os
+            Path({str(ready)!r}).write_text(str(os.getpid()))
+            while os.getppid() == mp.parent_process().pid:  # the job starts once the sweep is gone
+                time.sleep(0.05)
+            from imgselect.jobfolder import die_with_parent
+            die_with_parent(interval=0.1)
+            Path({str(ran)!r}).write_text("ran after the sweep died")
+
+        if __name__ == "__main__":
+            mp.Process(target=job).start()
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", sweep], cwd=ROOT)
+    try:
+        for _ in range(200):
+            if ready.exists() and ready.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(ready.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for _ in range(100):
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the orphaned worker is still running 10 s after its sweep died")
+    finally:
+        proc.kill()
+    assert not ran.exists()
