@@ -231,3 +231,13 @@ def test_job_hash_ignores_where_the_job_lives(compose_cfg: Callable[..., DictCon
     assert moved.logger.save_dir != here.logger.save_dir  # the resolved paths do differ ...
     assert config_hash(moved) == config_hash(here)  # ... the job does not
     assert config_hash(job("budget=7")) != config_hash(here)
+
+
+def test_job_hash_ignores_hydras_own_node(compose_cfg: Callable[..., DictConfig]) -> None:
+    """Hydra's node (run folders with ${now:...}) never enters the hash: a re-run a second later resumes
+    (found by a re-run test that failed whenever its two runs straddled a second)."""
+    from imgselect.jobs import config_hash
+
+    a, b = compose_cfg("hydra.run.dir=/x/one"), compose_cfg("hydra.run.dir=/x/two")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(compose_cfg("hydra.run.dir=/x/one", "budget=7"))

@@ -48,8 +48,9 @@ from imgselect.runtime import is_rank_zero
 log = logging.getLogger(__name__)
 
 # Config keys that do not change what a job computes: where it writes, whether it may resume, how it shows
-# its progress.
-NOT_HASHED = ("paths", "resume", "progress", "cache", "logger")
+# its progress; and Hydra's own node (a config composed with it, as tests do, carries ${now:...} in its folders:
+# a re-run a second later would never resume; a job's config from @hydra.main has none).
+NOT_HASHED = ("paths", "resume", "progress", "cache", "logger", "hydra")
 ERROR_FILE = "error.json"
 TRACEBACK_FILE = "error.txt"
 
