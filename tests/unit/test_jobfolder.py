@@ -135,6 +135,29 @@ class TestOneJobPerFolder:
             check_writable(blocker / "job", "the job folder", "run it elsewhere (hydra.run.dir=...)")
 
 
+def _kill_the_sweep(sweep: str, pidfile: Path) -> None:
+    """Run ``sweep`` (a script whose worker writes its pid to ``pidfile``), SIGKILL it once the worker is up,
+    and fail unless the worker is gone within 10 s."""
+    proc = subprocess.Popen([sys.executable, "-c", sweep], cwd=ROOT)
+    try:
+        for _ in range(200):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pidfile.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for _ in range(100):
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        pytest.fail("the worker outlived its sweep by 10 s")
+    finally:
+        proc.kill()
+
+
 def test_a_worker_ends_when_its_sweep_is_killed(tmp_path: Path) -> None:
     """A sweep process starts a worker that watches it; SIGKILL of the sweep ends the worker within seconds
     (before the fix the worker ran on and wrote its result after the sweep had died)."""
@@ -155,25 +178,7 @@ def test_a_worker_ends_when_its_sweep_is_killed(tmp_path: Path) -> None:
             mp.Process(target=job).start()
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", sweep], cwd=ROOT)
-    try:
-        for _ in range(200):
-            if pidfile.exists() and pidfile.read_text():
-                break
-            time.sleep(0.1)
-        worker = int(pidfile.read_text())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        for _ in range(100):
-            try:
-                os.kill(worker, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the worker outlived its sweep by 10 s")
-    finally:
-        proc.kill()
+    _kill_the_sweep(sweep, pidfile)
     time.sleep(0.5)
     assert not done.exists()
 
@@ -236,23 +241,5 @@ def test_a_worker_does_not_start_a_job_after_its_sweep_was_killed(tmp_path: Path
             mp.Process(target=job).start()
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", sweep], cwd=ROOT)
-    try:
-        for _ in range(200):
-            if ready.exists() and ready.read_text():
-                break
-            time.sleep(0.1)
-        worker = int(ready.read_text())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        for _ in range(100):
-            try:
-                os.kill(worker, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the orphaned worker is still running 10 s after its sweep died")
-    finally:
-        proc.kill()
+    _kill_the_sweep(sweep, ready)
     assert not ran.exists()
