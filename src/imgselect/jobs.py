@@ -87,7 +87,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
 
 
-def run_job(cfg: DictConfig, run: Callable[[DictConfig], float | None]) -> float | None:
+def run_job(cfg: DictConfig, run: Callable[[DictConfig, dict[str, str]], float | None]) -> float | None:
     """``run(cfg)`` unless the job already finished with this config and these inputs; see the module's
     docstring."""
     out = Path(cfg.paths.output_dir)
@@ -137,7 +137,9 @@ def _finished(cfg: DictConfig, out: Path, key: str, inputs: dict[str, str]) -> d
     return None
 
 
-def _run_recorded(cfg: DictConfig, run: Callable[[DictConfig], float | None], out: Path) -> float | None:
+def _run_recorded(
+    cfg: DictConfig, run: Callable[[DictConfig, dict[str, str]], float | None], out: Path
+) -> float | None:
     key = config_hash(cfg)
     inputs = input_digests(cfg)
     previous = _finished(cfg, out, key, inputs)
@@ -148,7 +150,7 @@ def _run_recorded(cfg: DictConfig, run: Callable[[DictConfig], float | None], ou
             (out / name).unlink(missing_ok=True)
         keep_earlier_outputs(out, [p for paths in input_paths(cfg).values() for p in paths])
     try:
-        return run(cfg)
+        return run(cfg, inputs)  # the digests taken for the resume check go into result.json as they are
     except Exception as err:
         if is_rank_zero():
             out.mkdir(parents=True, exist_ok=True)

@@ -146,8 +146,10 @@ def job_tags(selector: Selector, embedding: Embedding | None, seed: int) -> list
     return [*tags, f"embedding:{embedding.name}"] if embedding is not None else tags
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``)."""
+def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | None:
+    """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``). ``input_ids``:
+    the digests of the job's input files when :func:`imgselect.jobs.run_job` already took them (a pool folder's
+    listing is walked once per job), else taken here."""
     quiet_lightning()
     set_progress_mode(str(cfg.get("progress", "auto")))
     reset_distributed()
@@ -160,7 +162,8 @@ def run(cfg: DictConfig) -> float | None:
     )
     inputs = input_paths(cfg)
     check_input_files(inputs)
-    input_ids = input_digests(cfg)
+    if input_ids is None:
+        input_ids = input_digests(cfg)
     # the job's own inputs inside its folder (labels.path=<this folder>/labels_template.csv) are never written over
     keep = [p for paths in inputs.values() for p in paths if p.is_file()]
     seed = int(cfg.seed)
@@ -220,10 +223,6 @@ def run(cfg: DictConfig) -> float | None:
             image_size=int(pool.images.shape[-1]),
             n_classes=n_classes,
             source=pool.source,
-            # the autoencoder halves the image once per entry of its channels
-            halvings=len(cfg.embedding.model.channels)
-            if embedding is not None and embedding.name == "autoencoder"
-            else 0,
             n_known=len(known),
             n_excluded=len(np.union1d(known.indices, duplicates.removed_indices() if duplicates else [])),
             reveals=not isinstance(labeler, FileLabels),
