@@ -15,21 +15,14 @@ from omegaconf import DictConfig
 from imgselect.jobs import run_job
 from imgselect.pipeline import run
 from tests.conftest import ROOT
+from tests.integration.test_labeling_roundtrip import _common
 
 CROPS = ROOT / "tests" / "fixtures" / "crops"
 
 
 def _select(pool: Path, *extra: str) -> list[str]:
-    return [
-        "data=folder",
-        f"data.pool_dir={pool}",
-        f"data.val={CROPS / 'val'}",
-        "image_size=32",
-        "selector=random",
-        "progress=none",
-        "~classifier",
-        *extra,
-    ]
+    """Choose only (``~classifier``) from ``pool``, as the labeling round trip's first round does."""
+    return [*_common(pool, classifier=False), *extra]
 
 
 def _fill(template: Path, labels: list[str]) -> None:
@@ -117,7 +110,7 @@ def test_classifier_from_both_ssl_and_a_weights_file_is_refused(
 
     torch.save({"w": torch.zeros(1)}, weights)
     cfg = compose_cfg(
-        *_select(pool, "budget=4")[:-2],
+        *_common(pool),
         "budget=4",
         "pretrain=ssl",
         "classifier.init=ssl",
@@ -137,9 +130,7 @@ def test_unsafe_weights_fail_before_the_autoencoder_trains(
 
     evil = tmp_path / "evil.pth"
     torch.save({"w": torch.zeros(1), "f": os.getcwd}, evil)
-    cfg = compose_cfg(
-        *_select(pool, "budget=4")[:-2], "budget=4", "selector=ae", f"classifier.pretrained={evil}"
-    )
+    cfg = compose_cfg(*_common(pool), "budget=4", "selector=ae", f"classifier.pretrained={evil}")
     with pytest.raises(ValueError, match=r"classifier.pretrained=.*evil.pth cannot be read"):
         run(cfg)
     assert not (tmp_path / "cache").exists()  # before the fix: found after the autoencoder had trained
