@@ -10,6 +10,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def _records(path: Path) -> Iterator[Any]:
         if kind == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):  # the service is still writing this record
+            return
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         chunks = chunk if kind in (_FULL, _FIRST) else chunks + chunk
@@ -98,10 +101,19 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def only_run(folder: Path) -> tuple[Path, dict[str, Any]]:
-    """The one offline run under ``folder/wandb``."""
+def only_run(folder: Path, wait_s: float = 60.0) -> tuple[Path, dict[str, Any]]:
+    """The one offline run under ``folder/wandb``, read once its exit record is on disk.
+
+    ``run.finish()`` returns once W&B's service process has the exit, which writes the run's log from its own
+    buffer: in this process (the job ran in it, the service lives on) the last records can land a moment
+    later. Waits up to ``wait_s`` for them; a run that never finished still reads as ``exit_code: None``."""
     (run_dir,) = (folder / "wandb").glob("offline-run-*")
-    return run_dir, read_run(run_dir)
+    deadline = time.monotonic() + wait_s
+    r = read_run(run_dir)
+    while r["exit_code"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        r = read_run(run_dir)
+    return run_dir, r
 
 
 def table_rows(r: dict[str, Any], key: str) -> tuple[list[str], list[list[Any]], dict[str, Path]]:
