@@ -39,7 +39,7 @@ fi
 if [[ $part == ceiling || $part == all ]]; then
   # Every pool label: the whole pool as the "selection", one model (folds=1), no pseudo-labels.
   SEEDS=${CEILING_SEEDS:-0} sweep ceiling_2class selector=random budget=12000 folds=1 pseudo.size=0 \
-    classifier.epochs=5
+    fit.classifier.epochs=5
 fi
 if [[ $part == tables || $part == all ]]; then
   # Every sweep folder of a task: <task>/ and <task>_<suffix>/ (cells run later on their own; docs/BENCHMARKS.md

@@ -146,7 +146,7 @@ def markdown(t: dict[str, Any]) -> str:
         "|---|---|" + "---|" * len(budgets),
     ]
     inits = sorted({k.split("/")[1] for k in t["summary"]}, key=lambda i: (i != "scratch", i))
-    starts = {"scratch": "from scratch", "ssl": "`init=ssl`"}
+    starts = {"scratch": "from scratch", "ssl": "`pretrained=ssl`"}
     for s in t["selectors"]:
         for init in inits:
             if not any(f"{s}/{init}/{b}" in t["summary"] for b in budgets):
@@ -157,7 +157,7 @@ def markdown(t: dict[str, Any]) -> str:
                 row.append(
                     " / ".join(f"{c[p]['mean']:.3f} ± {c[p]['std']:.3f}" if p in c else "–" for p in PHASES)
                 )
-            start = starts.get(init) or "`init=" + init.replace("+", "`, `semi=") + "`"
+            start = starts.get(init) or "`pretrained=" + init.replace("+", "`, `semi=") + "`"
             lines.append(f"| {s} | {start} | " + " | ".join(row) + " |")
     lines += ["", f"Paired by seed ({t['metric_label']} points × 100, seeds with a positive difference):", ""]
     lines += ["| difference | before | after |", "|---|---|---|"]

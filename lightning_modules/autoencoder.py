@@ -91,7 +91,6 @@ class AutoencoderModule(pl.LightningModule):
     Args:
         image_size, latent_dim, channels: see :class:`ConvAutoencoder`.
         lr, rho: Adadelta settings.
-        epochs: training epochs (read by the pipeline to build the Trainer).
         channels_last: use the channels-last memory format.
         recon_dir: where to save ``reconstructions.png`` after training (``None``: do not save).
     """
@@ -103,7 +102,6 @@ class AutoencoderModule(pl.LightningModule):
         channels: Sequence[int] = (32, 64, 128),
         lr: float = 1.0,
         rho: float = 0.95,
-        epochs: int = 25,
         channels_last: bool = True,
         recon_dir: str | None = None,
     ) -> None:

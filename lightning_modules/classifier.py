@@ -150,13 +150,9 @@ class ClassifierModule(pl.LightningModule):
 
     Args:
         num_classes: classes of the task (2 -> one logit).
-        init: ``scratch`` (random init, or ``pretrained``) or ``ssl``: the pipeline then passes the job's
-            self-supervised backbone (``ssl_backbone.safetensors``) as ``pretrained``.
-        pretrained: ``None``, a local weights file, or ``"hub"``.
+        pretrained: ``None``, a local weights file, or ``"hub"`` (``classifier.pretrained=ssl`` reaches here as
+            the job's self-supervised backbone file, ``ssl_backbone.safetensors``).
         lr, weight_decay: Adam settings.
-        epochs, batch_size: training epochs and batch size (read by the pipeline that builds the loaders).
-        min_steps: train each model at least this many optimizer steps, adding epochs when the labeled set
-            is small (read by the pipeline; 0 = exactly ``epochs``, the paper).
         augment: apply :class:`BatchAugment` while training.
         flip, degrees, shift: augmentation ranges.
         channels_last: channels-last memory format (~2.4× faster on CPU at 64×64).
@@ -168,13 +164,9 @@ class ClassifierModule(pl.LightningModule):
     def __init__(
         self,
         num_classes: int = 2,
-        init: str = "scratch",
         pretrained: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        epochs: int = 25,
-        batch_size: int = 128,
-        min_steps: int = 0,
         augment: bool = True,
         flip: float = 0.5,
         degrees: float = 15.0,
@@ -184,8 +176,8 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
-        if init not in ("scratch", "ssl"):
-            raise ValueError(f"classifier.init={init!r}: use scratch or ssl (with pretrain=ssl)")
+        if pretrained == "ssl":  # the pipeline replaces it with the job's backbone file
+            raise ValueError("classifier.pretrained=ssl starts from the job's pretraining: add pretrain=ssl")
         self.save_hyperparameters()
         self.binary = num_classes == 2
         self.net = build_mobilenetv2(1 if self.binary else num_classes, pretrained)

@@ -155,10 +155,10 @@ TINY = [
     "experiment=cpu",
     "data.pool_limit=300",
     "data.val_limit=60",
-    "autoencoder.epochs=1",
+    "fit.autoencoder.epochs=1",
     "budget=12",
-    "classifier.epochs=1",
-    "classifier.min_steps=0",  # the CPU preset's 150-step floor would make every test job train 150 steps
+    "fit.classifier.epochs=1",
+    "fit.classifier.min_steps=0",  # the CPU preset's 150-step floor would make every test job train 150 steps
     "pseudo.epochs=1",
     "pseudo.size=40",
 ]

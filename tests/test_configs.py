@@ -57,7 +57,9 @@ def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None
     assert cfg.autoencoder.lr == 1.0 and cfg.autoencoder.rho == 0.95
     assert cfg.selector.pick == "random" and cfg.budget == 125
     assert list(cfg.data.classes) == [0, 6]
-    assert cfg.classifier.batch_size == 128 and cfg.classifier.min_steps == 0  # the paper's classifier
+    fit = cfg.fit.classifier  # the paper's classifier
+    assert fit.batch_size == 128 and fit.min_steps == 0
+    assert cfg.fit.classifier.epochs == 25 and cfg.fit.autoencoder.epochs == 25 and cfg.pseudo.epochs == 50
     cpu = compose_cfg("experiment=cpu")
     assert cpu.image_size == 32 and cpu.data.image_size == 32 and cpu.autoencoder.image_size == 32
 
@@ -184,17 +186,15 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     params = dict(cfg.hydra.sweeper.params)
     if name == "fixmatch_10class":  # issue 21: {random, typiclust on pixels} x FixMatch from the SimCLR start
         assert params == {"budget": "10,20,50", "selector": "random,typiclust", "seed": "0,1,2"}
-        assert cfg.semi.kind == "fixmatch" and cfg.classifier.init == "ssl"
+        assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
         assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PixelsEmbedding")
         assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
         return
-    if name.startswith(
-        "ssl_"
-    ):  # issue 13's tables: {random, typiclust} x {scratch, init=ssl} x budgets x seeds
+    if name.startswith("ssl_"):  # {random, typiclust} x {scratch, pretrained=ssl} x budgets x seeds
         budgets, n_classes = {"ssl_2class": ("125,200,500,1000", 2), "ssl_10class": ("10,20,50", 10)}[name]
         assert params == {
             "selector": "random,typiclust",
-            "classifier.init": "scratch,ssl",
+            "classifier.pretrained": "null,ssl",
             "budget": budgets,
             "seed": "0,1,2",
         }
@@ -209,8 +209,8 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     assert params["selector"] == "ae,random"
     if name == "paper_table1":
         assert params == {"selector": "ae,random", "budget": "125,200,500,1000", "seed": "0,1,2"}
-        assert cfg.classifier.epochs == 15 and cfg.image_size == 32  # the preset on top of the paper sweep
-        assert cfg.classifier.batch_size == 32 and cfg.classifier.min_steps == 150
+        fit = cfg.fit.classifier  # the preset on top of the paper sweep
+        assert fit.epochs == 15 and fit.batch_size == 32 and fit.min_steps == 150 and cfg.image_size == 32
     else:
         assert cfg.data.pool_limit == 1000 and cfg.pseudo.size == 100
     assert cfg.selector._target_.endswith("KMeansSelector") and cfg.folds == 3

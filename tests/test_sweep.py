@@ -19,7 +19,7 @@ def multirun(
 ) -> subprocess.CompletedProcess[str]:
     """Run `python train.py -m <overrides>` on a tiny pool with every path under ``tmp_path``; the sweep goes to
     ``tmp_path/sweep``."""
-    cmd = sweep_command(tmp_path, fmnist_dir, *overrides, "experiment=cpu", "autoencoder.epochs=1")
+    cmd = sweep_command(tmp_path, fmnist_dir, *overrides, "experiment=cpu", "fit.autoencoder.epochs=1")
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})}
     )
@@ -34,8 +34,8 @@ def test_multirun_selector_by_budget(tmp_path: Path, fmnist_dir: Path) -> None:
         fmnist_dir,
         "selector=ae,random",
         "budget=5,8",
-        "classifier.epochs=1",
-        "classifier.min_steps=0",
+        "fit.classifier.epochs=1",
+        "fit.classifier.min_steps=0",
         "pseudo.epochs=1",
         "pseudo.size=20",
         "folds=2",
@@ -83,8 +83,8 @@ def test_multirun_with_ddp_relaunches_each_job_alone(tmp_path: Path, fmnist_dir:
         "budget=8",
         "folds=2",
         "pseudo.size=0",
-        "classifier.epochs=1",
-        "classifier.min_steps=0",
+        "fit.classifier.epochs=1",
+        "fit.classifier.min_steps=0",
         env={"OMP_NUM_THREADS": "1"},
     )
     out = proc.stdout + proc.stderr

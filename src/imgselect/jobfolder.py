@@ -39,7 +39,7 @@ from imgselect.cache import cache_key
 
 log = logging.getLogger(__name__)
 
-# Config keys whose values name files or folders the job reads. Values that are no path ("hub", "subfolders")
+# Config keys whose values name files or folders the job reads. Values that are no path ("hub", "ssl", "subfolders")
 # are ignored.
 INPUT_KEYS = (
     "labels.path",
@@ -53,7 +53,7 @@ INPUT_KEYS = (
     "data.path",
     "data.detector.model",
 )
-NOT_PATHS = {"hub", "subfolders", "", "???"}
+NOT_PATHS = {"hub", "ssl", "subfolders", "", "???"}
 # Files above this size are identified by size and modification time instead of their bytes (a 2 GB
 # embedding file would take seconds to hash at every resume check).
 HASH_LIMIT = 512 * 2**20

@@ -60,34 +60,29 @@ def has_classifier(cfg: DictConfig) -> bool:
     return ccfg is not None and bool(ccfg.get("_target_"))
 
 
+SSL_START = "ssl"  # classifier.pretrained=ssl: start from the job's self-supervised backbone
+
+
 def classifier_init(cfg: DictConfig) -> str:
-    """``classifier.init``: ``scratch`` or ``ssl`` (the job's pretrained backbone); ``scratch`` without one."""
-    return str(cfg.classifier.get("init") or "scratch") if has_classifier(cfg) else "scratch"
+    """Where the classifier starts, as ``result.json`` records it: ``ssl`` (``classifier.pretrained=ssl``, the
+    job's pretrained backbone) or ``scratch`` (random init, or a weights file / the hub)."""
+    ssl = has_classifier(cfg) and cfg.classifier.get("pretrained") == SSL_START
+    return SSL_START if ssl else "scratch"
 
 
 def pretraining_of(cfg: DictConfig) -> Embedding | None:
-    """The job's self-supervised pretraining (``pretrain=ssl``), or ``None`` (``pretrain=null``; the CPU
-    preset's ``pretrain.epochs`` alone, without a ``_target_``, selects none)."""
+    """The job's self-supervised pretraining (``pretrain=ssl``), or ``None`` (``pretrain=null``)."""
     pcfg = cfg.get("pretrain")
-    return instantiate(pcfg) if pcfg is not None and pcfg.get("_target_") else None
+    return instantiate(pcfg) if pcfg is not None else None
 
 
 def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
     """The classifier stage's plan from the config; ``None`` after ``~classifier`` (stop after selection)."""
     if not has_classifier(cfg):
         return None
-    ccfg = cfg.classifier
-    # classifier.init=ssl: every model (k-fold and final) starts from the job's pretrained backbone
-    init = classifier_init(cfg)
-    if init not in ("scratch", "ssl"):
-        raise ValueError(f"classifier.init={init!r}: use scratch (or classifier.pretrained=<file>) or ssl")
-    if init == "ssl" and ccfg.get("pretrained") is not None:
-        raise ValueError(
-            f"classifier.init=ssl starts from the job's pretraining, and classifier.pretrained="
-            f"{ccfg.pretrained} names other weights: give one of them (classifier.init=scratch keeps "
-            f"classifier.pretrained; classifier.pretrained=null keeps init=ssl)"
-        )
-    start = {"pretrained": str(out_dir / BACKBONE_FILE)} if init == "ssl" else {}
+    ccfg, fit = cfg.classifier, cfg.fit.classifier
+    # classifier.pretrained=ssl: every model (k-fold and final) starts from the job's pretrained backbone
+    start = {"pretrained": str(out_dir / BACKBONE_FILE)} if classifier_init(cfg) == SSL_START else {}
     semi = cfg.get("semi")
     learner = str(semi.get("kind", "pseudo")) if semi is not None else "pseudo"
     fixmatch = None
@@ -101,9 +96,9 @@ def classifier_plan(cfg: DictConfig, out_dir: Path) -> ClassifierPlan | None:
         )
     return ClassifierPlan(  # folds and pseudo.size are checked with the other settings by check_settings
         build=lambda n_classes: instantiate(ccfg, num_classes=n_classes, **start),
-        batch_size=int(ccfg.batch_size),
-        epochs=int(ccfg.epochs),
-        min_steps=int(ccfg.get("min_steps") or 0),
+        batch_size=int(fit.batch_size),
+        epochs=int(fit.epochs),
+        min_steps=int(fit.get("min_steps") or 0),
         folds=int(cfg.folds),
         seed=int(cfg.seed),
         pseudo_size=int(cfg.pseudo.size),
@@ -197,7 +192,8 @@ def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | Non
             isinstance(embedding, PretrainedEmbedding) or (plan is not None and classifier_init(cfg) == "ssl")
         ):
             raise ValueError(
-                "embedding=ssl and classifier.init=ssl use the job's self-supervised pretraining: add pretrain=ssl"
+                "embedding=ssl and classifier.pretrained=ssl use the job's self-supervised pretraining: "
+                "add pretrain=ssl"
             )
         dedup = dedup_settings(cfg.get("dedup"))
         map_cfg = map_settings(cfg.get("embedding_map"))

@@ -35,8 +35,8 @@ def _common(pool: Path, classifier: bool = True) -> list[str]:
     return [
         *data,
         "folds=2",
-        "classifier.epochs=1",
-        "classifier.min_steps=0",
+        "fit.classifier.epochs=1",
+        "fit.classifier.min_steps=0",
         "pseudo.size=4",
         "pseudo.epochs=1",
     ]

@@ -75,7 +75,7 @@ def test_folder_job_reports_skipped_files(compose_cfg: Callable[..., DictConfig]
         f"data.pool_dir={image_folder['pool']}",
         f"data.val={image_folder['csv']}",
         "experiment=cpu",
-        "autoencoder.epochs=1",
+        "fit.autoencoder.epochs=1",
         "budget=5",
         "~classifier",
     )

@@ -1,5 +1,5 @@
 """``pretrain=ssl`` in a job: trained on the pool, its features select (``embedding=ssl``), its backbone starts
-the classifier (``classifier.init=ssl``), and a second job of the sweep reuses it from the cache."""
+the classifier (``classifier.pretrained=ssl``), and a second job of the sweep reuses it from the cache."""
 
 from __future__ import annotations
 
@@ -13,13 +13,19 @@ from omegaconf import DictConfig
 from imgselect.pipeline import run
 from tests.conftest import TINY
 
-SSL = ["pretrain=ssl", "pretrain.epochs=2", "pretrain.batch_size=64", "embedding=ssl", "selector=typiclust"]
+SSL = [
+    "pretrain=ssl",
+    "fit.pretrain.epochs=2",
+    "pretrain.batch_size=64",
+    "embedding=ssl",
+    "selector=typiclust",
+]
 
 
 def test_pretraining_serves_selection_and_classifier_once(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    run(compose_cfg(*TINY, *SSL, "classifier.init=ssl", "folds=2", "pseudo.size=0"))
+    run(compose_cfg(*TINY, *SSL, "classifier.pretrained=ssl", "folds=2", "pseudo.size=0"))
     out = tmp_path / "out"
     r = json.loads((out / "result.json").read_text())
     pre = r["pretrain"]
@@ -39,7 +45,7 @@ def test_pretraining_serves_selection_and_classifier_once(
     assert r2["pretrain"]["knn_accuracy"] == pre["knn_accuracy"]
 
 
-@pytest.mark.parametrize("wanted", [["embedding=ssl", "selector=typiclust"], ["classifier.init=ssl"]])
+@pytest.mark.parametrize("wanted", [["embedding=ssl", "selector=typiclust"], ["classifier.pretrained=ssl"]])
 def test_ssl_without_pretraining_fails_before_any_work(
     compose_cfg: Callable[..., DictConfig], wanted: list[str]
 ) -> None:

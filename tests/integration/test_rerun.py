@@ -102,25 +102,6 @@ def test_a_rerun_after_the_pool_grew_recomputes(
     assert len(list((out / "earlier").glob("*/result.stale-*.json"))) == 1
 
 
-def test_classifier_from_both_ssl_and_a_weights_file_is_refused(
-    compose_cfg: Callable[..., DictConfig], tmp_path: Path, pool: Path
-) -> None:
-    weights = tmp_path / "w.pth"
-    import torch
-
-    torch.save({"w": torch.zeros(1)}, weights)
-    cfg = compose_cfg(
-        *_common(pool),
-        "budget=4",
-        "pretrain=ssl",
-        "classifier.init=ssl",
-        f"classifier.pretrained={weights}",
-    )
-    with pytest.raises(ValueError, match="classifier.init=ssl .* classifier.pretrained="):
-        run(cfg)
-    assert not (tmp_path / "cache").exists()  # refused before any pretraining
-
-
 def test_unsafe_weights_fail_before_the_autoencoder_trains(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path, pool: Path
 ) -> None:

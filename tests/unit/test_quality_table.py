@@ -118,14 +118,14 @@ def test_ssl_table_pairs_by_seed_and_counts_signs(tmp_path: Path) -> None:
     both = t["paired_by_seed"]["125: typiclust + ssl init - random from scratch (after)"]
     assert both["per_seed"] == pytest.approx([0.13]) and both["positive"] == 1
     md = ssl_pipeline.markdown(t)
-    assert "| random | `init=ssl` | 0.825 ± 0.106 / 0.805 ± 0.134 |" in md
+    assert "| random | `pretrained=ssl` | 0.825 ± 0.106 / 0.805 ± 0.134 |" in md
     fixmatch = {**job("typiclust", "ssl", 1, 0.80, 0.95), "classifier": {"learner": "fixmatch"}}
     (tmp_path / "fm.json").write_text(json.dumps(fixmatch))  # issue 21: a learner beside pseudo-labels
     t = ssl_pipeline.table(ssl_pipeline.load_jobs([tmp_path]))
     fm = t["paired_by_seed"]["125: fixmatch - pseudo-labels, typiclust, ssl (after)"]
     assert fm["per_seed"] == pytest.approx([0.10]) and fm["positive"] == 1
     assert (
-        "| typiclust | `init=ssl`, `semi=fixmatch` | 0.800 ± 0.000 / 0.950 ± 0.000 |"
+        "| typiclust | `pretrained=ssl`, `semi=fixmatch` | 0.800 ± 0.000 / 0.950 ± 0.000 |"
         in ssl_pipeline.markdown(t)
     )
     (tmp_path / "fm.json").unlink()

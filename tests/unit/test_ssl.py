@@ -79,9 +79,9 @@ def test_pretraining_lowers_the_loss_and_its_backbone_starts_the_classifier(tmp_
     weights = tmp_path / "ssl_backbone.safetensors"
     save_file(model.backbone_state(), str(weights))
     fresh = ClassifierModule(num_classes=2)
-    started = ClassifierModule(num_classes=2, init="ssl", pretrained=str(weights))
+    started = ClassifierModule(num_classes=2, pretrained=str(weights))
     key = "conv_stem.weight"
     assert torch.equal(started.net.state_dict()[key], model.backbone_state()[key])
     assert not torch.equal(fresh.net.state_dict()[key], started.net.state_dict()[key])
-    with pytest.raises(ValueError, match="classifier.init='imagenet'"):
-        ClassifierModule(num_classes=2, init="imagenet")
+    with pytest.raises(ValueError, match="classifier.pretrained=ssl .* add pretrain=ssl"):
+        ClassifierModule(num_classes=2, pretrained="ssl")  # the pipeline hands the module the backbone's file

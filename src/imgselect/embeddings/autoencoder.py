@@ -46,7 +46,7 @@ class AutoencoderEmbedding:
         self, model: EmbeddingModel, epochs: int, batch_size: int, embed_batch_size: int = 512
     ) -> None:
         if epochs < 1:
-            raise ValueError(f"autoencoder.epochs={epochs} must be at least 1")
+            raise ValueError(f"fit.autoencoder.epochs={epochs} must be at least 1")
         self.model, self.epochs, self.batch_size, self.embed_batch_size = (
             model,
             epochs,

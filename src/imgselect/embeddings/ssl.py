@@ -1,5 +1,5 @@
 """Self-supervised pretraining on the pool (``pretrain=ssl``): its pooled features are an embedding for the
-selection (``embedding=ssl``) and its backbone the classifier's starting point (``classifier.init=ssl``).
+selection (``embedding=ssl``) and its backbone the classifier's starting point (``classifier.pretrained=ssl``).
 
 Trained once per (pool, settings, seed, precision) and cached like the autoencoder; the backbone's weights go
 to ``ssl_backbone.safetensors`` in the job folder (a link into the cache) with ``ssl_backbone.json`` (its
@@ -91,7 +91,7 @@ class SSLEmbedding:
         probe_k: int = 10,
     ) -> None:
         if epochs < 1:
-            raise ValueError(f"pretrain.epochs={epochs} must be at least 1")
+            raise ValueError(f"fit.pretrain.epochs={epochs} must be at least 1")
         if batch_size < 2:
             raise ValueError(f"pretrain.batch_size={batch_size} must be at least 2 (each image's partner view "
                              f"is told apart from the other images of its batch)")  # fmt: skip

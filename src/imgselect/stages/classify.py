@@ -185,7 +185,7 @@ def train_classifier(
     run_epochs = epochs_for(len(train_loader), epochs, plan.min_steps)
     if run_epochs != epochs:
         log.info(
-            "%s: %d images at batch %d -> %d epochs instead of %d (classifier.min_steps=%d)",
+            "%s: %d images at batch %d -> %d epochs instead of %d (fit.classifier.min_steps=%d)",
             stage, len(labels), bs, run_epochs, epochs, plan.min_steps,
         )  # fmt: skip
     trainer = trainers(stage, run_epochs, callbacks, enable_checkpointing=ckpt is not None)
