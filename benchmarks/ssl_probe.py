@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -42,12 +43,40 @@ from imgselect.embeddings.ssl import knn_probe  # noqa: E402
 from lightning_modules.ssl import SimCLRModule  # noqa: E402
 
 
-class Probe(pl.Callback):
-    """10-NN accuracy of the backbone's features every ``every`` epochs."""
+@torch.no_grad()
+def tap_features(model: SimCLRModule, images: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
+    """Features of ``images`` taken at each stage of the backbone, not only after its last stride: the stage
+    outputs averaged over their map (``s4``..``s32``) and flattened (``s16_flat``: the 2x2 map at 32x32), the
+    pooled 1280-d head (``pool``, what the job uses) and the L2-normalised pooled stages side by side
+    (``concat``)."""
+    model.eval()
+    names = ["s2", "s4", "s8", "s16", "s32"]
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch):
+        x = model._normalise(images[start : start + batch].float() / 255.0)
+        maps = model.backbone.forward_intermediates(x, intermediates_only=True)  # type: ignore[operator]
+        feats = {f"{n}_avg": m.mean((2, 3)) for n, m in zip(names, maps, strict=True)}
+        feats["s16_flat"] = maps[3].flatten(1)
+        feats["pool"] = model.backbone(x)
+        feats["concat"] = torch.cat(
+            [torch.nn.functional.normalize(feats[f"{n}_avg"], dim=1) for n in names[1:]]
+            + [torch.nn.functional.normalize(feats["pool"], dim=1)],
+            dim=1,
+        )
+        for k, v in feats.items():
+            out.setdefault(k, []).append(v.float().numpy())
+    model.train()
+    return {k: np.concatenate(v) for k, v in out.items()}
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray, every: int, t0: float) -> None:
-        self.images, self.labels, self.every, self.t0 = images, labels, every, t0
-        self.rows: list[dict[str, float]] = []
+
+class Probe(pl.Callback):
+    """10-NN accuracy of the backbone's features every ``every`` epochs (with ``taps``, of each stage's too)."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: np.ndarray, every: int, t0: float, taps: bool = False
+    ) -> None:
+        self.images, self.labels, self.every, self.t0, self.taps = images, labels, every, t0, taps
+        self.rows: list[dict[str, Any]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -58,7 +87,17 @@ class Probe(pl.Callback):
         feats = embed_images(pl_module.embed, self.images, 512, "cpu", False).numpy()  # type: ignore[arg-type]
         acc = knn_probe(feats, self.labels, 10, seed=0)["knn_accuracy"]
         loss = float(trainer.callback_metrics.get("ssl/train_loss", float("nan")))
-        row = {"epoch": epoch, "knn_accuracy": acc, "train_loss": loss, "train_s": round(train_s, 1)}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "knn_accuracy": acc,
+            "train_loss": loss,
+            "train_s": round(train_s, 1),
+        }
+        if self.taps:
+            row["taps"] = {
+                k: knn_probe(f, self.labels, 10, seed=0)["knn_accuracy"]
+                for k, f in tap_features(pl_module, self.images).items()  # type: ignore[arg-type]
+            }
         row["probe_s"] = round(time.perf_counter() - t, 1)
         self.rows.append(row)
         print(json.dumps(row), flush=True)
@@ -82,6 +121,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="SimCLRModule settings other than conf/pretrain/ssl.yaml's, e.g. min_scale=0.6 temperature=0.2",
     )
+    ap.add_argument("--taps", action="store_true", help="also probe each backbone stage's features")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     # values as YAML reads them (0.6 -> float, 64 -> int, false -> bool), as a Hydra override would
@@ -113,6 +153,11 @@ def main() -> None:
     baselines["mobilenetv2_100, random init (epoch 0)"] = knn_probe(feats0, labels, 10, seed=args.seed)[
         "knn_accuracy"
     ]
+    if args.taps:
+        baselines["mobilenetv2_100, random init (epoch 0), by stage"] = {
+            k: knn_probe(f, labels, 10, seed=args.seed)["knn_accuracy"]
+            for k, f in tap_features(model, pool.images).items()
+        }
     print(json.dumps(baselines, indent=2), flush=True)
     names = (
         " vs ".join(CLASS_NAMES[c] for c in args.classes)
@@ -136,7 +181,7 @@ def main() -> None:
         drop_last=True,
     )
     t0 = time.perf_counter()
-    probe = Probe(pool.images, labels, args.every, t0)
+    probe = Probe(pool.images, labels, args.every, t0, taps=args.taps)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
