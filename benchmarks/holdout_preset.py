@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.data.get("val_split") != "train_holdout":
                 print(f"error: {res.parent} was not validated on the held-out split", file=sys.stderr)
                 return 2
-            c = cfg.classifier
+            fit = cfg.get("fit")
+            c = fit.classifier if fit is not None else cfg.classifier  # sweeps from before fit.classifier
             key = f"batch {c.batch_size}, epochs {c.epochs}, min_steps {c.get('min_steps', 0)}"
             r = json.loads(res.read_text())
             m = r["metrics"]["before"]
