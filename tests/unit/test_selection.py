@@ -10,7 +10,6 @@ import pytest
 from imgselect.selection import (
     KMeansSelector,
     RandomSelector,
-    check_budget,
     cluster_members,
     fill_farthest,
     kmeans,
@@ -137,17 +136,6 @@ class TestPickRules:
 
 
 class TestSelectors:
-    def test_budget_checks(self) -> None:
-        with pytest.raises(ValueError, match=r"budget=0 must be at least 1"):
-            check_budget(0, 10)
-        with pytest.raises(
-            ValueError, match=r"budget=500 exceeds the pool \(312 readable images in data/pool\)"
-        ):
-            check_budget(500, 312, "data/pool")
-        with pytest.raises(TypeError):
-            check_budget(2.5, 10)  # type: ignore[arg-type]
-        check_budget(10, 10)
-
     def test_kmeans_selector_one_per_blob(self) -> None:
         x, truth = three_blobs()
         for pick in ("random", "centroid"):
@@ -188,9 +176,6 @@ class TestSelectors:
         assert sorted(sel.indices.tolist()) == list(range(20))
 
     def test_kmeans_selector_errors(self) -> None:
-        x = np.zeros((5, 2), np.float32)
-        with pytest.raises(ValueError, match="exceeds the pool"):
-            KMeansSelector(budget=6).select(5, x)
         with pytest.raises(ValueError, match="needs pool embeddings"):
             KMeansSelector(budget=2).select(5, None)
         with pytest.raises(ValueError, match="pick='middle'"):
@@ -201,5 +186,25 @@ class TestSelectors:
         assert len(set(a.indices.tolist())) == 30 and a.indices.max() < 100
         assert a.indices.tolist() == RandomSelector(budget=30, seed=1).select(100).indices.tolist()
         assert a.indices.tolist() != RandomSelector(budget=30, seed=2).select(100).indices.tolist()
-        with pytest.raises(ValueError, match="exceeds the pool"):
-            RandomSelector(budget=101).select(100)
+
+
+def test_select_stage_refuses_a_pool_left_smaller_than_the_budget() -> None:
+    """check_settings held the budget against the pool before training; near-duplicates found later, on the
+    embeddings, can still leave too few images, and the stage says so instead of handing a selector a budget
+    larger than its pool."""
+    import torch
+
+    from imgselect.pool import ImageSet
+    from imgselect.stages.select import select_stage
+
+    pool = ImageSet(
+        torch.zeros((10, 3, 2, 2), dtype=torch.uint8), [str(i) for i in range(10)], source="data/pool"
+    )
+    exclude = {"labeled": np.array([0, 1]), "duplicates": np.array([2, 3, 4, 5])}
+    assert len(select_stage(RandomSelector(budget=4), pool, None, 2, None, exclude=exclude)) == 4
+    with pytest.raises(
+        ValueError,
+        match=r"budget=5 exceeds the 4 images left to choose from in data/pool \(10 readable; excluded: "
+        r"2 labeled, 4 duplicates\); lower budget, or raise dedup\.min_similarity",
+    ):
+        select_stage(RandomSelector(budget=5), pool, None, 2, None, exclude=exclude)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from imgselect.selection import check_budget
 from imgselect.settings import check_settings
 
 OK: dict[str, Any] = dict(
@@ -71,3 +72,14 @@ def test_budget_counts_only_the_images_left_to_choose() -> None:
     with pytest.raises(ValueError, match=r"budget=6 exceeds the 5 images left to choose from in data/pool"):
         _check(n_known=20, n_excluded=95, budget=6, pseudo_size=0)
     _check(n_known=20, n_excluded=100, budget=0, pseudo_size=0)  # train on the labels only
+
+
+def test_check_budget_names_the_budget_and_the_pool() -> None:
+    """The rule check_settings owns (selectors assume a budget that passed it)."""
+    with pytest.raises(ValueError, match=r"budget=0 must be at least 1"):
+        check_budget(0, 10)
+    with pytest.raises(ValueError, match=r"budget=500 exceeds the pool \(312 readable images in data/pool\)"):
+        check_budget(500, 312, "data/pool")
+    with pytest.raises(TypeError):
+        check_budget(2.5, 10)  # type: ignore[arg-type]
+    check_budget(10, 10)

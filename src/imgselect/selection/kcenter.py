@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from imgselect.selection.neighbors import as_float32_2d, flat_index, sq_distances_to
-from imgselect.selection.selectors import Selection, check_budget, check_embeddings
+from imgselect.selection.selectors import Selection, check_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,6 @@ class KCenterSelector:
     ) -> Selection:
         """Pick ``budget`` images farthest-first from ``embeddings``; ``n_classes`` is ignored."""
         x = check_embeddings(embeddings, n_pool, "k-center")
-        check_budget(self.budget, n_pool, source)
         if self.start == "random":
             first = int(np.random.default_rng(self.seed).integers(n_pool))
         else:

@@ -14,7 +14,7 @@ from imgselect.selection.neighbors import (
     nearest_other_label,
     range_search,
 )
-from imgselect.selection.selectors import Selection, check_budget, check_embeddings
+from imgselect.selection.selectors import Selection, check_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,6 @@ class ProbCoverSelector:
                 ``purity_clusters`` is set.
         """
         x = check_embeddings(embeddings, n_pool, "ProbCover")
-        check_budget(self.budget, n_pool, source)
         notes: list[str] = []
         if self.normalize:
             norms = np.linalg.norm(x, axis=1, keepdims=True)

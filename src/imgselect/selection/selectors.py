@@ -92,6 +92,9 @@ class Selector(Protocol):
     ) -> Selection:
         """Pick ``budget`` distinct indices of ``range(n_pool)``.
 
+        The caller makes sure that ``1 <= budget <= n_pool`` (the job checks it once, before any training:
+        :func:`imgselect.settings.check_settings`); selectors do not check it again.
+
         Args:
             n_pool: number of readable images in the pool.
             embeddings: ``(n_pool, d)`` pool embeddings; required when ``requires_embeddings``.
@@ -125,7 +128,10 @@ def check_budget(
     budget: int, n_pool: int, source: str = "the pool", n_left: int | None = None, excluded: str = ""
 ) -> None:
     """Raise a clear error when ``budget`` cannot be met from ``n_pool`` readable images, or from the
-    ``n_left`` of them the selection may still choose (``excluded`` says what was set aside)."""
+    ``n_left`` of them the selection may still choose (``excluded`` says what was set aside).
+
+    The job's one check of the budget, made by :func:`imgselect.settings.check_settings` before any training;
+    selectors assume a budget that passed it."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"budget must be an integer, got {budget!r}")
     if budget < 1:
@@ -167,7 +173,6 @@ class RandomSelector:
         n_classes: int | None = None,
     ) -> Selection:
         """Pick ``budget`` distinct indices of ``range(n_pool)``; ``embeddings`` and ``n_classes`` are ignored."""
-        check_budget(self.budget, n_pool, source)
         rng = np.random.default_rng(self.seed)
         idx = np.sort(rng.choice(n_pool, size=self.budget, replace=False)).astype(np.int64)
         return Selection(
@@ -230,7 +235,6 @@ class KMeansSelector:
     ) -> Selection:
         """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster; ``n_classes`` is ignored."""
         x = check_embeddings(embeddings, n_pool, "K-means")
-        check_budget(self.budget, n_pool, source)
         k = self.budget
         notes: list[str] = []
         n_distinct = len(np.unique(x, axis=0))

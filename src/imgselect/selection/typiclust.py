@@ -9,7 +9,7 @@ import numpy as np
 from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.neighbors import knn
 from imgselect.selection.picks import cluster_members
-from imgselect.selection.selectors import Selection, check_budget, check_embeddings
+from imgselect.selection.selectors import Selection, check_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ class TypiClustSelector:
     ) -> Selection:
         """Cluster ``embeddings`` into ``budget`` clusters and pick typical images; ``n_classes`` is ignored."""
         x = check_embeddings(embeddings, n_pool, "TypiClust")
-        check_budget(self.budget, n_pool, source)
         k = self.budget
         res = self.kmeans.run(x, k)
         sizes = res.cluster_sizes

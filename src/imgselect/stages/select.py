@@ -12,7 +12,7 @@ import torch.distributed as dist
 from imgselect.artifacts import write_selection
 from imgselect.pool import ImageSet
 from imgselect.runtime import is_rank_zero
-from imgselect.selection.selectors import Selection, Selector, check_budget
+from imgselect.selection.selectors import Selection, Selector
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ def select_stage(
     counts go into the selection's stats. ``keep``: files the run reads, never written over (a ``selection.csv``
     a person labeled is left as it is and the new one gets another name).
 
+    The budget is checked against the pool once, before any training, by
+    :func:`imgselect.settings.check_settings`, and selectors assume it fits; this stage refuses only what that
+    check could not see: a pool that near-duplicates found on the embeddings (``dedup=embedding``) left smaller
+    than the budget.
+
     Under DDP with an initialised process group, rank 0 decides and broadcasts the selection, so every
     process trains on the same images (ranks other than 0 may hold no embeddings). Without one, each
     process selects for itself: selectors are deterministic for a given seed.
@@ -45,8 +50,15 @@ def select_stage(
         excluded = {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in (exclude or {}).items()}
         blocked = np.unique(np.concatenate([np.zeros(0, np.int64), *excluded.values()]))
         candidates = np.setdiff1d(np.arange(len(pool)), blocked)
-        counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
-        check_budget(selector.budget, len(pool), pool.source, len(candidates), counts)
+        if len(candidates) < selector.budget:
+            # check_settings held the budget against the pool, the labeled images and dhash's near-duplicates
+            # before any training; only near-duplicates found since, on the embeddings, can leave too few
+            counts = ", ".join(f"{len(v)} {k}" for k, v in excluded.items())
+            raise ValueError(
+                f"budget={selector.budget} exceeds the {len(candidates)} images left to choose from in "
+                f"{pool.source} ({len(pool)} readable; excluded: {counts}); lower budget, or raise "
+                f"dedup.min_similarity so fewer images count as near-duplicates"
+            )
         vectors = None
         if selector.requires_embeddings and embeddings is not None:
             # nothing set aside: the embeddings as they are (a mapped cache stays mapped, never gathered)
