@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import lightning.pytorch as pl
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from imgselect.artifacts import atomic_path, save_confusion_matrices
 from imgselect.callbacks import embed_images
 from imgselect.labels import LabeledSet
-from imgselect.pool import PoolSource
+from imgselect.pool import ImageSet, PoolSource
 from imgselect.runtime import StageTimer, TrainerFactory, is_rank_zero
 from imgselect.semisupervised import (
     choose_pseudo_labels,
@@ -257,6 +258,175 @@ def train_fixmatch(
     return module.finished_classifier(), {"steps": epochs * per_epoch, "last_epoch": metrics}
 
 
+@dataclass(frozen=True)
+class _StageData:
+    """What the classifier stage's steps read, checked once by :func:`_stage_data`.
+
+    Attributes:
+        pool: the pool (its images, and its true labels where known).
+        val: the validation set.
+        val_labels: its labels.
+        n_classes: classes of the task.
+        images: the labeled images (``pool.images[labeled.indices]``).
+        y: their labels.
+        rest: pool indices of every other image (indices, never a copy of the pool).
+        new: pool indices whose class probabilities the stage returns, or ``None``.
+    """
+
+    pool: ImageSet
+    val: ImageSet
+    val_labels: np.ndarray
+    n_classes: int
+    images: torch.Tensor
+    y: np.ndarray
+    rest: np.ndarray
+    new: np.ndarray | None
+
+
+@dataclass
+class _FoldProbs:
+    """Class probabilities from each of the k fold models (one entry per fold; empty where not asked)."""
+
+    val: list[np.ndarray] = field(default_factory=list)
+    rest: list[np.ndarray] = field(default_factory=list)
+    new: list[np.ndarray] = field(default_factory=list)
+
+
+def _classes_without_labels(y: np.ndarray, class_names: list[str]) -> list[str]:
+    """The classes of which the labeled set has no image, with a warning when there are any."""
+    counts = np.bincount(y, minlength=len(class_names))
+    lacking = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]
+    if lacking:
+        log.warning(
+            "the chosen set has no image of %s: the classifier learns those classes from no label, "
+            "so expect their F1 to be 0. Raise budget or check the labels.",
+            lacking,
+        )
+    return lacking
+
+
+def _stage_data(dm: PoolSource, chosen: np.ndarray, y: np.ndarray, predict: np.ndarray | None) -> _StageData:
+    """The labeled images, the rest of the pool and the images to predict; the validation set must have labels."""
+    pool, val = dm.pool, dm.val
+    if len(val) == 0 or val.labels is None:
+        raise ValueError(f"the validation set {val.source} has no readable labeled image; metrics need one")
+    return _StageData(
+        pool=pool,
+        val=val,
+        val_labels=val.labels,
+        n_classes=len(dm.class_names),
+        images=pool.images[torch.as_tensor(chosen)],
+        y=y,
+        rest=np.setdiff1d(np.arange(len(pool)), chosen),
+        new=np.asarray(predict, dtype=np.int64) if predict is not None and len(predict) else None,
+    )
+
+
+def _train_folds(
+    plan: ClassifierPlan, trainers: TrainerFactory, data: _StageData, predict_rest: bool, predict_new: bool
+) -> _FoldProbs:
+    """Train the k fold models in order (model ``i`` seeded ``plan.seed + i``, its fold held out for picking its
+    best epoch; k = 1: one model on every label) and collect their probabilities of the validation set, of the
+    rest of the pool (``predict_rest``) and of the new picks (``predict_new``)."""
+    k, y = plan.folds, data.y
+    folds = stratified_folds(y, k, seed=plan.seed)
+    probs = _FoldProbs()
+    for i in range(k):
+        pl.seed_everything(plan.seed + i, workers=True, verbose=False)
+        train_mask = folds != i if k > 1 else np.ones(len(y), dtype=bool)
+        held = (data.images[~train_mask], y[~train_mask]) if k > 1 else None
+        model = train_classifier(
+            plan, trainers, f"classifier_fold{i}", data.n_classes,
+            data.images[train_mask], y[train_mask], plan.epochs, held,
+        )  # fmt: skip
+        probs.val.append(_predict(model, data.val.images, f"Predicting validation (fold {i})"))
+        if predict_rest:
+            probs.rest.append(
+                _predict(model, data.pool.images, f"Predicting unlabeled pool (fold {i})", data.rest)
+            )
+        if predict_new and data.new is not None:
+            probs.new.append(
+                _predict(model, data.pool.images, f"Predicting the new picks (fold {i})", data.new)
+            )
+    return probs
+
+
+def _pseudo_label_step(
+    plan: ClassifierPlan,
+    trainers: TrainerFactory,
+    timer: StageTimer,
+    data: _StageData,
+    rest_probs: list[np.ndarray],
+) -> tuple[Any, dict[str, Any]]:
+    """The paper's learner: pseudo-labels chosen from the fold models' mean ``rest_probs`` (of the pool at
+    ``data.rest``), then a final classifier (seeded ``plan.seed + plan.folds``) on labeled + pseudo-labeled
+    images. Returns it and what a person reads of the pseudo-labels."""
+    with timer("pseudo_labeling"):
+        pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), plan.pseudo_size)
+        for note in pseudo.notes:
+            log.warning("pseudo-labels: %s", note)
+        picked = data.rest[pseudo.indices]
+    pool_labels = data.pool.labels
+    report = {
+        "count": len(picked),
+        "class_histogram": np.bincount(pseudo.labels, minlength=data.n_classes).tolist(),
+        "mean_confidence": float(pseudo.confidence.mean()) if len(picked) else None,
+        "accuracy": float((pool_labels[picked] == pseudo.labels).mean())
+        if pool_labels is not None and len(picked)
+        else None,
+        "notes": pseudo.notes,
+    }
+    with timer("classifier_final"):
+        pl.seed_everything(plan.seed + plan.folds, workers=True, verbose=False)
+        x_all = torch.cat([data.images, data.pool.images[torch.as_tensor(picked)]])
+        y_all = np.concatenate([data.y, pseudo.labels])
+        final = train_classifier(
+            plan, trainers, "classifier_final", data.n_classes, x_all, y_all, plan.pseudo_epochs
+        )
+    return final, report
+
+
+def _fixmatch_step(
+    plan: ClassifierPlan, trainers: TrainerFactory, timer: StageTimer, data: _StageData
+) -> tuple[Any, dict[str, Any]]:
+    """FixMatch (seeded ``plan.seed + plan.folds``) on the labeled images and the rest of the pool; the pool's
+    true labels, where known, only measure its pseudo-labels. Returns the finished classifier and its report."""
+    with timer("classifier_fixmatch"):
+        pl.seed_everything(plan.seed + plan.folds, workers=True, verbose=False)
+        truth = data.pool.labels[data.rest] if data.pool.labels is not None else None
+        return train_fixmatch(
+            plan, trainers, data.n_classes, (data.images, data.y), data.pool.images, data.rest, truth
+        )
+
+
+def _evaluate_final(
+    plan: ClassifierPlan, out_dir: Path, data: _StageData, final: ClassifierModel
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The final model's metrics on the validation set and its probabilities of the new picks (``None`` without
+    any); writes its weights to ``classifier_final.pt`` (rank 0)."""
+    probs = _predict(final, data.val.images, "Predicting validation (final model)")
+    new_probs = None
+    if data.new is not None:
+        new_probs = _predict(final, data.pool.images, "Predicting the new picks (final model)", data.new)
+    after = classification_metrics(probs, data.val_labels, plan.positive_class)
+    log.info("after (%s): %s", plan.learner, {n: v for n, v in after.items() if n != "confusion_matrix"})
+    if is_rank_zero():
+        with atomic_path(out_dir / "classifier_final.pt") as tmp:
+            torch.save(final.state_dict(), tmp)
+    return after, new_probs
+
+
+def _save_confusion(
+    out_dir: Path, learner: str, before: dict[str, Any], after: dict[str, Any] | None, class_names: list[str]
+) -> None:
+    """``confusion.png``: the fold ensemble's confusion matrix, beside the final model's when there is one."""
+    matrices: dict[str, Any] = {"labeled images alone": before["confusion_matrix"]}
+    if after is not None:
+        matrices[f"with the pool ({learner})"] = after["confusion_matrix"]
+    if is_rank_zero():
+        save_confusion_matrices(out_dir / "confusion.png", matrices, class_names)
+
+
 def classifier_stage(
     plan: ClassifierPlan,
     trainers: TrainerFactory,
@@ -269,96 +439,34 @@ def classifier_stage(
     and a final classifier, or FixMatch). With ``predict`` (pool indices), ``predictions`` holds the last model's
     class probabilities of those images (the final model's, else the fold ensemble's): a labeling tool's
     pre-annotations for the next round."""
-    pool, val = dm.pool, dm.val
-    out_dir = trainers.out_dir
-    n_classes = len(dm.class_names)
     chosen = np.asarray(labeled.indices, dtype=np.int64)
     y = np.asarray(labeled.labels, dtype=np.int64)
     details: dict[str, Any] = {}
-    counts = np.bincount(y, minlength=n_classes)
-    lacking = [dm.class_names[c] for c in range(n_classes) if counts[c] == 0]
+    lacking = _classes_without_labels(y, dm.class_names)
     if lacking:
-        log.warning(
-            "the chosen set has no image of %s: the classifier learns those classes from no label, "
-            "so expect their F1 to be 0. Raise budget or check the labels.",
-            lacking,
-        )
         details["classes_missing_from_labels"] = lacking
-    if len(val) == 0 or val.labels is None:
-        raise ValueError(f"the validation set {val.source} has no readable labeled image; metrics need one")
-    val_labels = val.labels
-
-    k = plan.folds
-    folds = stratified_folds(y, k, seed=plan.seed)
-    images = pool.images[torch.as_tensor(chosen)]
-    rest = np.setdiff1d(np.arange(len(pool)), chosen)
-    # rest: pool indices, never a copy of the pool
-    predict_rest = plan.learner == "pseudo" and plan.pseudo_size > 0 and len(rest) > 0
-    learns_from_pool = predict_rest or (plan.learner == "fixmatch" and len(rest) > 0)
-    val_probs, rest_probs, new_probs = [], [], []
-    new = np.asarray(predict, dtype=np.int64) if predict is not None and len(predict) else None
-    with timer("classifier_folds"):
-        for i in range(k):
-            pl.seed_everything(plan.seed + i, workers=True, verbose=False)
-            train_mask = folds != i if k > 1 else np.ones(len(y), dtype=bool)
-            held = (images[~train_mask], y[~train_mask]) if k > 1 else None
-            model = train_classifier(
-                plan, trainers, f"classifier_fold{i}", n_classes,
-                images[train_mask], y[train_mask], plan.epochs, held,
-            )  # fmt: skip
-            val_probs.append(_predict(model, val.images, f"Predicting validation (fold {i})"))
-            if predict_rest:
-                rest_probs.append(_predict(model, pool.images, f"Predicting unlabeled pool (fold {i})", rest))
-            if new is not None and not learns_from_pool:  # else the final model predicts them
-                new_probs.append(_predict(model, pool.images, f"Predicting the new picks (fold {i})", new))
-    before = classification_metrics(np.mean(val_probs, axis=0), val_labels, plan.positive_class)
+    data = _stage_data(dm, chosen, y, predict)
+    has_rest = len(data.rest) > 0
+    predict_rest = plan.learner == "pseudo" and plan.pseudo_size > 0 and has_rest
+    learns_from_pool = predict_rest or (plan.learner == "fixmatch" and has_rest)
+    with timer("classifier_folds"):  # the folds predict the new picks only where no final model will
+        fold_probs = _train_folds(plan, trainers, data, predict_rest, predict_new=not learns_from_pool)
+    before = classification_metrics(np.mean(fold_probs.val, axis=0), data.val_labels, plan.positive_class)
     log.info(
         "before (labels alone): %s", {name: v for name, v in before.items() if name != "confusion_matrix"}
     )
-    matrices: dict[str, Any] = {"labeled images alone": before["confusion_matrix"]}
     final: Any = None
     if predict_rest:
-        with timer("pseudo_labeling"):
-            pseudo = choose_pseudo_labels(np.mean(rest_probs, axis=0), plan.pseudo_size)
-            for note in pseudo.notes:
-                log.warning("pseudo-labels: %s", note)
-            picked = rest[pseudo.indices]
-        details["pseudo"] = {
-            "count": len(picked),
-            "class_histogram": np.bincount(pseudo.labels, minlength=n_classes).tolist(),
-            "mean_confidence": float(pseudo.confidence.mean()) if len(picked) else None,
-            "accuracy": float((pool.labels[picked] == pseudo.labels).mean())
-            if pool.labels is not None and len(picked)
-            else None,
-            "notes": pseudo.notes,
-        }
-        with timer("classifier_final"):
-            pl.seed_everything(plan.seed + k, workers=True, verbose=False)
-            x_all = torch.cat([images, pool.images[torch.as_tensor(picked)]])
-            y_all = np.concatenate([y, pseudo.labels])
-            final = train_classifier(
-                plan, trainers, "classifier_final", n_classes, x_all, y_all, plan.pseudo_epochs
-            )
+        final, details["pseudo"] = _pseudo_label_step(plan, trainers, timer, data, fold_probs.rest)
     elif learns_from_pool:
-        with timer("classifier_fixmatch"):
-            pl.seed_everything(plan.seed + k, workers=True, verbose=False)
-            truth = pool.labels[rest] if pool.labels is not None else None
-            final, details["fixmatch"] = train_fixmatch(
-                plan, trainers, n_classes, (images, y), pool.images, rest, truth
-            )
+        final, details["fixmatch"] = _fixmatch_step(plan, trainers, timer, data)
+    new_probs = fold_probs.new
     after = None
     if final is not None:
-        probs = _predict(final, val.images, "Predicting validation (final model)")
-        if new is not None:
-            new_probs = [_predict(final, pool.images, "Predicting the new picks (final model)", new)]
-        after = classification_metrics(probs, val_labels, plan.positive_class)
-        matrices[f"with the pool ({plan.learner})"] = after["confusion_matrix"]
-        log.info("after (%s): %s", plan.learner, {n: v for n, v in after.items() if n != "confusion_matrix"})
-        if is_rank_zero():
-            with atomic_path(out_dir / "classifier_final.pt") as tmp:
-                torch.save(final.state_dict(), tmp)
-    if is_rank_zero():
-        save_confusion_matrices(out_dir / "confusion.png", matrices, dm.class_names)
+        after, final_new = _evaluate_final(plan, trainers.out_dir, data, final)
+        if final_new is not None:
+            new_probs = [final_new]
+    _save_confusion(trainers.out_dir, plan.learner, before, after, dm.class_names)
     return ClassifierResult(
         labeled=len(chosen),
         folds=plan.folds,
