@@ -14,7 +14,7 @@ from imgselect.artifacts import read_selection_csv
 from imgselect.pipeline import run
 from tests.conftest import CONF, SELECT_ONLY
 
-SELECTORS = sorted(p.stem for p in (CONF / "selector").glob("*.yaml"))
+SELECTORS = sorted(p.stem for p in (CONF / "selector").glob("*.yaml") if not p.stem.startswith("_"))
 EMBEDDINGS = {
     "pixels": ["embedding=pixels"],
     "autoencoder": ["embedding=autoencoder"],

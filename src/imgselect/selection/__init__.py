@@ -19,6 +19,8 @@ from imgselect.selection.neighbors import (
 from imgselect.selection.picks import cluster_members, fill_farthest, pick_nearest, pick_random
 from imgselect.selection.probcover import ProbCoverSelector, greedy_coverage, purity_delta
 from imgselect.selection.selectors import (
+    EmbeddingSelector,
+    KMeansBase,
     KMeansSelector,
     RandomSelector,
     Selection,
@@ -39,7 +41,9 @@ SELECTORS: tuple[type[Selector], ...] = (
 
 __all__ = [
     "SELECTORS",
+    "EmbeddingSelector",
     "KCenterSelector",
+    "KMeansBase",
     "KMeansInit",
     "KMeansOptions",
     "KMeansResult",

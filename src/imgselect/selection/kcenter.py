@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from imgselect.selection.neighbors import as_float32_2d, flat_index, sq_distances_to
-from imgselect.selection.selectors import Selection, check_embeddings
+from imgselect.selection.selectors import EmbeddingSelector, Selection
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def farthest_first(
     return picks, scores
 
 
-class KCenterSelector:
+@dataclass(kw_only=True)
+class KCenterSelector(EmbeddingSelector):
     """Greedy k-center / core-set selection (Sener & Savarese, ICLR 2018) on pool embeddings.
 
     The first pick is the image nearest the pool's mean embedding (deterministic), or a random one with
@@ -82,41 +84,24 @@ class KCenterSelector:
         budget: number of images to pick.
         start: ``"mean"``: begin at the image nearest the pool mean; ``"random"``: at a random image.
         seed: random seed, used only with ``start="random"``.
-        gpu: ``"auto"`` (GPU when FAISS sees one), ``True`` or ``False``.
-        name: what ``result.json`` and Table 1 call this selector.
+
+    ``gpu`` and ``name`` are :class:`~imgselect.selection.selectors.EmbeddingSelector`'s.
     """
 
-    requires_embeddings = True
+    start: Literal["mean", "random"] = "mean"
+    name: str = "kcenter"
+
     pick = "farthest"
+    title: ClassVar[str] = "k-center"
 
-    def __init__(
-        self,
-        budget: int,
-        start: Literal["mean", "random"] = "mean",
-        seed: int = 0,
-        gpu: bool | str = "auto",
-        name: str = "kcenter",
-    ) -> None:
-        if start not in ("mean", "random"):
-            raise ValueError(f"start={start!r} is not a start rule; use 'mean' or 'random'")
-        self.budget = budget
-        self.start = start
-        self.seed = seed
-        self.gpu = gpu
-        self.name = name
+    def __post_init__(self) -> None:
+        if self.start not in ("mean", "random"):
+            raise ValueError(f"start={self.start!r} is not a start rule; use 'mean' or 'random'")
 
-    def select(
-        self,
-        n_pool: int,
-        embeddings: np.ndarray | None = None,
-        *,
-        source: str = "the pool",
-        n_classes: int | None = None,
-    ) -> Selection:
-        """Pick ``budget`` images farthest-first from ``embeddings``; ``n_classes`` is ignored."""
-        x = check_embeddings(embeddings, n_pool, "k-center")
+    def choose(self, x: np.ndarray, *, source: str, n_classes: int | None) -> Selection:
+        """Pick ``budget`` images farthest-first from ``x``; ``n_classes`` is ignored."""
         if self.start == "random":
-            first = int(np.random.default_rng(self.seed).integers(n_pool))
+            first = int(np.random.default_rng(self.seed).integers(len(x)))
         else:
             mean_sq = sq_distances_to(x, x.mean(axis=0, dtype=np.float64), gpu=self.gpu)[:, 0]
             first = int(np.argmin(mean_sq))
@@ -128,20 +113,10 @@ class KCenterSelector:
                 f"{n_zero} of {self.budget} k-center picks are duplicates of earlier picks (distance 0): "
                 f"the pool has fewer than budget={self.budget} distinct embeddings"
             )
-        for note in notes:
-            log.warning(note)
         # the largest distance from a pool image to its nearest pick (one more pass: scores[-1] is the radius
         # of the picks before the last one)
         nearest_sq, _ = flat_index(np.ascontiguousarray(x[picks]), self.gpu).search(x, 1)
         radius = float(np.sqrt(max(float(nearest_sq.max()), 0.0)))
         log.info("k-center: %d picks from %s, covering radius %.4g", self.budget, source, radius)
-        return Selection(
-            indices=picks,
-            cluster=np.full(self.budget, -1, dtype=np.int64),
-            distance=np.full(self.budget, np.nan, dtype=np.float32),
-            cluster_size=np.zeros(self.budget, dtype=np.int64),
-            rule=[self.pick] * self.budget,
-            notes=notes,
-            stats={"start": self.start, "first": first, "covering_radius": radius},
-            score=scores,
-        )
+        stats: dict[str, float | int | str] = {"start": self.start, "first": first, "covering_radius": radius}
+        return Selection.unclustered(picks, [self.pick] * self.budget, notes=notes, stats=stats, score=scores)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from imgselect.selection.kcenter import farthest_first
-from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.neighbors import (
     TooManyNeighbors,
     estimate_pairs,
     nearest_other_label,
     range_search,
 )
-from imgselect.selection.selectors import Selection, check_embeddings
+from imgselect.selection.selectors import KMeansBase, Selection
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ def greedy_coverage(
     return np.asarray(picks, dtype=np.int64), np.asarray(gains, dtype=np.int64), covered
 
 
-class ProbCoverSelector:
+@dataclass(kw_only=True)
+class ProbCoverSelector(KMeansBase):
     """ProbCover (Yehuda, Dekel, Hacohen & Weinshall, NeurIPS 2022): max coverage by δ-balls.
 
     Embeddings are L2-normalised (``normalize=True``, as the paper does with SimCLR features). Each pool
@@ -127,72 +129,34 @@ class ProbCoverSelector:
         purity_clusters: K of the purity K-means; ``None``: the task's ``n_classes``.
         normalize: L2-normalise the embeddings first.
         max_edges: refuse a graph of more pairs than this (memory: ~24 bytes per pair with its transpose).
-        niter, nredo, seed, max_points_per_centroid, gpu, init: of the purity K-means (``gpu`` also for
-            the neighbour searches).
-        name: what ``result.json`` and Table 1 call this selector.
+
+    The K-means keys (:class:`~imgselect.selection.selectors.KMeansBase`'s) are the purity K-means'; ``gpu``
+    is also the neighbour searches'.
     """
 
-    requires_embeddings = True
+    delta: float | None = None
+    purity: float = 0.95
+    purity_clusters: int | None = None
+    normalize: bool = True
+    max_edges: int = 50_000_000
+    name: str = "probcover"
+
     pick = "coverage"
+    title: ClassVar[str] = "ProbCover"
 
-    def __init__(
-        self,
-        budget: int,
-        delta: float | None = None,
-        purity: float = 0.95,
-        purity_clusters: int | None = None,
-        normalize: bool = True,
-        max_edges: int = 50_000_000,
-        niter: int = 20,
-        nredo: int = 1,
-        seed: int = 0,
-        max_points_per_centroid: int | None = None,
-        gpu: bool | str = "auto",
-        init: KMeansInit = "kmeans++",
-        name: str = "probcover",
-    ) -> None:
-        if delta is not None and not delta > 0:
-            raise ValueError(f"delta={delta} must be positive (or null to choose it by purity)")
-        if not 0.0 < purity <= 1.0:
-            raise ValueError(f"purity={purity} must be in (0, 1]")
-        self.budget = budget
-        self.delta = delta
-        self.purity = purity
-        self.purity_clusters = purity_clusters
-        self.normalize = normalize
-        self.max_edges = max_edges
-        self.seed = seed
-        self.gpu = gpu
-        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
-        self.name = name
+    def __post_init__(self) -> None:
+        if self.delta is not None and not self.delta > 0:
+            raise ValueError(f"delta={self.delta} must be positive (or null to choose it by purity)")
+        if not 0.0 < self.purity <= 1.0:
+            raise ValueError(f"purity={self.purity} must be in (0, 1]")
 
-    def select(
-        self,
-        n_pool: int,
-        embeddings: np.ndarray | None = None,
-        *,
-        source: str = "the pool",
-        n_classes: int | None = None,
-    ) -> Selection:
-        """Pick ``budget`` images by greedy δ-ball coverage of ``embeddings``.
-
-        Args:
-            n_pool: number of pool images.
-            embeddings: ``(n_pool, d)`` pool embeddings.
-            source: where the pool comes from, for error messages.
-            n_classes: number of classes of the task: K of the purity K-means when neither ``delta`` nor
-                ``purity_clusters`` is set.
-        """
-        x = check_embeddings(embeddings, n_pool, "ProbCover")
+    def choose(self, x: np.ndarray, *, source: str, n_classes: int | None) -> Selection:
+        """Pick ``budget`` images by greedy δ-ball coverage of ``x``; ``n_classes`` is K of the purity
+        K-means when neither ``delta`` nor ``purity_clusters`` is set."""
         notes: list[str] = []
         if self.normalize:
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            n_zero = int((norms[:, 0] == 0).sum())
-            if n_zero:
-                notes.append(f"{n_zero} embeddings are all zeros and stay at the origin after normalisation")
-            x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-        cluster = np.full(n_pool, -1, dtype=np.int64)
+            x = self._normalized(x, notes)
+        cluster = np.full(len(x), -1, dtype=np.int64)
         sizes = np.zeros(0, dtype=np.int64)
         stats: dict[str, float | int | str] = {}
         if self.delta is not None:
@@ -201,7 +165,46 @@ class ProbCoverSelector:
         else:
             delta, cluster, sizes = self._purity_delta(x, n_classes, source)
             stats.update(delta_rule=f"purity {self.purity}", purity_clusters=len(sizes))
+        lims, indices = self._ball_graph(x, delta)
+        mean_degree = len(indices) / len(x)
+        picks, gains, covered = greedy_coverage(lims, indices, self.budget)
+        coverage = float(covered.mean())
+        n_fill = self.budget - len(picks)
+        rule = [self.pick] * len(picks) + ["farthest"] * n_fill
+        score = gains.astype(np.float64)
+        if n_fill:
+            notes.append(
+                f"δ-balls covered the whole pool after {len(picks)} of {self.budget} picks; the other "
+                f"{n_fill} were picked farthest-first from the chosen set (rule 'farthest' in selection.csv)"
+            )
+            extra, dist = farthest_first(x, n_fill, chosen=picks, gpu=self.gpu)
+            picks, score = np.concatenate([picks, extra]), np.concatenate([score, dist])
+        log.info(
+            "ProbCover: delta=%.4g, mean ball size %.1f, coverage %.1f%% with %d coverage picks from %s",
+            delta,
+            mean_degree,
+            100 * coverage,
+            self.budget - n_fill,
+            source,
+        )
+        stats.update(delta=delta, coverage=coverage, mean_degree=mean_degree, edges=len(indices), fill=n_fill)
+        selection = Selection.unclustered(picks, rule, notes=notes, stats=stats, score=score)
+        if len(sizes):  # the purity K-means clusters when δ came from them
+            selection.cluster, selection.cluster_size = cluster[picks], sizes[cluster[picks]]
+        return selection
 
+    @staticmethod
+    def _normalized(x: np.ndarray, notes: list[str]) -> np.ndarray:
+        """``x`` with each row scaled to unit length (all-zero rows stay at the origin, noted in ``notes``)."""
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        n_zero = int((norms[:, 0] == 0).sum())
+        if n_zero:
+            notes.append(f"{n_zero} embeddings are all zeros and stay at the origin after normalisation")
+        return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+    def _ball_graph(self, x: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+        """The δ-ball graph of ``x`` as CSR ``(lims, indices)`` (int32 indices), or a clear error when it would
+        hold more than ``max_edges`` pairs."""
         estimate = estimate_pairs(x, delta, seed=self.seed)
         if estimate > 1.5 * self.max_edges:  # clearly too large: say so now, not after most of the search
             raise ValueError(
@@ -218,46 +221,7 @@ class ProbCoverSelector:
                 f"({err}); set a smaller delta or a lower purity (now {self.purity}), or raise max_edges"
             ) from err
         # int32 halves the graph's memory; pools are far below 2**31 images
-        indices = indices.astype(np.int32)
-        mean_degree = len(indices) / n_pool
-        picks, gains, covered = greedy_coverage(lims, indices, self.budget)
-        coverage = float(covered.mean())
-        rule = [self.pick] * len(picks)
-        score = gains.astype(np.float64)
-        n_fill = self.budget - len(picks)
-        if n_fill:
-            notes.append(
-                f"δ-balls covered the whole pool after {len(picks)} of {self.budget} picks; the other "
-                f"{n_fill} were picked farthest-first from the chosen set (rule 'farthest' in selection.csv)"
-            )
-            extra, dist = farthest_first(x, n_fill, chosen=picks, gpu=self.gpu)
-            picks = np.concatenate([picks, extra])
-            rule += ["farthest"] * n_fill
-            score = np.concatenate([score, dist])
-        assert len(np.unique(picks)) == self.budget, "selection must hold budget distinct images"
-        for note in notes:
-            log.warning(note)
-        log.info(
-            "ProbCover: delta=%.4g, mean ball size %.1f, coverage %.1f%% with %d coverage picks from %s",
-            delta,
-            mean_degree,
-            100 * coverage,
-            self.budget - n_fill,
-            source,
-        )
-        stats.update(delta=delta, coverage=coverage, mean_degree=mean_degree, edges=len(indices), fill=n_fill)
-        # the purity K-means clusters when δ came from them; no clustering (-1, size 0) when δ was given
-        cluster_size = sizes[cluster[picks]] if len(sizes) else np.zeros(self.budget, dtype=np.int64)
-        return Selection(
-            indices=picks,
-            cluster=cluster[picks],
-            distance=np.full(self.budget, np.nan, dtype=np.float32),
-            cluster_size=cluster_size,
-            rule=rule,
-            notes=notes,
-            stats=stats,
-            score=score,
-        )
+        return lims, indices.astype(np.int32)
 
     def _purity_delta(
         self, x: np.ndarray, n_classes: int | None, source: str

@@ -7,17 +7,15 @@ is built from its ``_target_``, so a new one needs no edit to the pipeline.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, KMeansOptions, count_nonfinite_rows
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions, KMeansResult, count_nonfinite_rows
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
 log = logging.getLogger(__name__)
-
-PickRule = Literal["random", "centroid"]
 
 
 @dataclass
@@ -63,6 +61,54 @@ class Selection:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @classmethod
+    def unclustered(
+        cls,
+        indices: np.ndarray,
+        rule: list[str],
+        *,
+        notes: list[str] | None = None,
+        stats: dict[str, float | int | str] | None = None,
+        score: np.ndarray | None = None,
+    ) -> Selection:
+        """Picks made without clustering: cluster ``-1``, distance NaN and cluster size 0 for each."""
+        n = len(indices)
+        return cls(
+            indices=np.asarray(indices, dtype=np.int64),
+            cluster=np.full(n, -1, dtype=np.int64),
+            distance=np.full(n, np.nan, dtype=np.float32),
+            cluster_size=np.zeros(n, dtype=np.int64),
+            rule=rule,
+            notes=notes or [],
+            stats=stats or {},
+            score=score,
+        )
+
+    @classmethod
+    def of_clusters(
+        cls,
+        res: KMeansResult,
+        indices: np.ndarray,
+        rule: list[str],
+        *,
+        notes: list[str],
+        stats: dict[str, float | int | str],
+        score: np.ndarray | None = None,
+    ) -> Selection:
+        """Picks from the clusters of ``res``: each one's cluster, Euclidean distance to its centroid and
+        cluster size; the K-means objective and device lead ``stats``."""
+        cluster = res.assignments[indices]
+        return cls(
+            indices=np.asarray(indices, dtype=np.int64),
+            cluster=cluster,
+            distance=np.sqrt(res.sq_distances[indices]),
+            cluster_size=res.cluster_sizes[cluster],
+            rule=rule,
+            notes=notes,
+            stats={"kmeans_objective": res.objective, "kmeans_device": res.device, **stats},
+            score=score,
+        )
+
 
 @runtime_checkable
 class Selector(Protocol):
@@ -83,14 +129,10 @@ class Selector(Protocol):
     requires_embeddings: bool
 
     def select(
-        self,
-        n_pool: int,
-        embeddings: np.ndarray | None = None,
-        *,
-        source: str = "the pool",
-        n_classes: int | None = None,
+        self, n_pool: int, embeddings: np.ndarray | None, *, source: str, n_classes: int | None
     ) -> Selection:
-        """Pick ``budget`` distinct indices of ``range(n_pool)``.
+        """Pick ``budget`` distinct indices of ``range(n_pool)`` (the selection stage passes every argument;
+        the selectors here default all but ``n_pool``).
 
         The caller makes sure that ``1 <= budget <= n_pool`` (the job checks it once, before any training:
         :func:`imgselect.settings.check_settings`); selectors do not check it again.
@@ -148,6 +190,7 @@ def check_budget(
         )
 
 
+@dataclass
 class RandomSelector:
     """Uniform random selection over the pool, without an autoencoder (the paper's baseline).
 
@@ -156,13 +199,42 @@ class RandomSelector:
         seed: random seed; same seed, same selection.
     """
 
+    budget: int
+    seed: int = 0
+
     requires_embeddings = False
     name = "random"
     pick = "uniform"
 
-    def __init__(self, budget: int, seed: int = 0) -> None:
-        self.budget = budget
-        self.seed = seed
+    def select(self, n_pool: int, embeddings: np.ndarray | None = None, **_: object) -> Selection:
+        """Pick ``budget`` distinct indices of ``range(n_pool)``; the embeddings and the stage's other
+        arguments (``source``, ``n_classes``) are not used."""
+        rng = np.random.default_rng(self.seed)
+        idx = np.sort(rng.choice(n_pool, size=self.budget, replace=False))
+        return Selection.unclustered(idx, ["uniform"] * self.budget)
+
+
+@dataclass
+class EmbeddingSelector:
+    """What the selectors that choose from pool embeddings share: the fields below and :meth:`select`, which
+    checks the embeddings, applies the subclass's rule (:meth:`choose`), logs its notes and makes sure it
+    picked ``budget`` distinct images.
+
+    Args:
+        budget: number of images to pick.
+        seed: random seed; same seed, same selection.
+        gpu: ``"auto"`` (FAISS on GPU when it sees one), ``True`` or ``False``.
+        name: what ``result.json`` and Table 1 call this selector.
+    """
+
+    budget: int
+    _: KW_ONLY
+    seed: int = 0
+    gpu: bool | str = "auto"
+    name: str = "embedding"
+
+    requires_embeddings = True
+    title: ClassVar[str] = "embedding"  # what error messages call the rule ("K-means", "TypiClust", ...)
 
     def select(
         self,
@@ -172,69 +244,82 @@ class RandomSelector:
         source: str = "the pool",
         n_classes: int | None = None,
     ) -> Selection:
-        """Pick ``budget`` distinct indices of ``range(n_pool)``; ``embeddings`` and ``n_classes`` are ignored."""
-        rng = np.random.default_rng(self.seed)
-        idx = np.sort(rng.choice(n_pool, size=self.budget, replace=False)).astype(np.int64)
-        return Selection(
-            indices=idx,
-            cluster=np.full(self.budget, -1, dtype=np.int64),
-            distance=np.full(self.budget, np.nan, dtype=np.float32),
-            cluster_size=np.zeros(self.budget, dtype=np.int64),
-            rule=["uniform"] * self.budget,
+        """Pick ``budget`` distinct indices of ``range(n_pool)`` from ``embeddings`` (``(n_pool, d)``).
+
+        Args:
+            n_pool: number of pool images; ``budget <= n_pool`` is the caller's to ensure.
+            embeddings: ``(n_pool, d)`` pool embeddings.
+            source: where the pool comes from, for messages.
+            n_classes: number of classes of the task, for rules that need it (ProbCover's purity rule).
+        """
+        x = check_embeddings(embeddings, n_pool, self.title)
+        selection = self.choose(x, source=source, n_classes=n_classes)
+        for note in selection.notes:
+            log.warning(note)
+        n_distinct = len(np.unique(selection.indices))
+        assert len(selection) == n_distinct == self.budget, "selection must hold budget distinct images"
+        return selection
+
+    def choose(self, x: np.ndarray, *, source: str, n_classes: int | None) -> Selection:
+        """The subclass's rule on ``x``, the pool's embeddings checked (finite float32 ``(n_pool, d)``)."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class KMeansBase(EmbeddingSelector):
+    """What the selectors that run K-means on the embeddings share: its keys (``conf/selector/_kmeans.yaml``),
+    besides :class:`EmbeddingSelector`'s (``seed`` also seeds K-means, ``gpu`` also places it).
+
+    Args:
+        niter: K-means iterations.
+        nredo: K-means restarts; the lowest objective wins.
+        max_points_per_centroid: FAISS training subsample per centroid; ``None`` uses every point.
+        init: K-means seeding, ``"kmeans++"`` or ``"random"`` (FAISS's own).
+    """
+
+    niter: int = 20
+    nredo: int = 1
+    max_points_per_centroid: int | None = None
+    init: KMeansInit = "kmeans++"
+
+    @property
+    def kmeans(self) -> KMeansOptions:
+        """How this selector runs :func:`~imgselect.selection.kmeans.kmeans`."""
+        return KMeansOptions(
+            self.niter, self.nredo, self.seed, self.max_points_per_centroid, self.gpu, self.init
         )
 
 
-class KMeansSelector:
+@dataclass
+class KMeansSelector(KMeansBase):
     """K-means (K = budget) on pool embeddings, then one image per cluster (the paper's selector).
 
     Args:
         budget: number of images to pick (= K).
         pick: ``random`` member of each cluster (the paper's experiments) or the one nearest the ``centroid``.
-        niter: K-means iterations.
-        nredo: K-means restarts; the lowest objective wins.
-        seed: seed of K-means initialisation and of the random pick.
-        max_points_per_centroid: FAISS training subsample per centroid; ``None`` uses every point.
-        gpu: ``"auto"`` (GPU when FAISS sees one), ``True`` or ``False``.
-        name: what ``result.json`` and Table 1 call this selector (``ae`` for the paper's presets).
         init: K-means seeding, ``"random"`` (FAISS's, the paper's) or ``"kmeans++"``.
+        name: ``ae`` for the paper's presets.
+
+    The other keys are :class:`KMeansBase`'s (``seed`` also seeds the random pick).
 
     Empty clusters (possible with duplicate or near-duplicate embeddings) are filled with the unchosen
     images farthest from their centroid, with a note, so the selection always has exactly ``budget``
     distinct images.
     """
 
-    requires_embeddings = True
+    pick: str = "random"  # or "centroid"; a str as the Selector protocol's, checked in __post_init__
+    _: KW_ONLY
+    init: KMeansInit = "random"
+    name: str = "ae"
 
-    def __init__(
-        self,
-        budget: int,
-        pick: PickRule = "random",
-        niter: int = 20,
-        nredo: int = 1,
-        seed: int = 0,
-        max_points_per_centroid: int | None = None,
-        gpu: bool | str = "auto",
-        name: str = "ae",
-        init: KMeansInit = "random",
-    ) -> None:
-        if pick not in ("random", "centroid"):
-            raise ValueError(f"pick={pick!r} is not a pick rule; use 'random' or 'centroid'")
-        self.budget = budget
-        self.pick: str = pick
-        self.name = name
-        self.seed = seed
-        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
+    title: ClassVar[str] = "K-means"
 
-    def select(
-        self,
-        n_pool: int,
-        embeddings: np.ndarray | None = None,
-        *,
-        source: str = "the pool",
-        n_classes: int | None = None,
-    ) -> Selection:
-        """Cluster ``embeddings`` (``(n_pool, d)``) and pick one image per cluster; ``n_classes`` is ignored."""
-        x = check_embeddings(embeddings, n_pool, "K-means")
+    def __post_init__(self) -> None:
+        if self.pick not in ("random", "centroid"):
+            raise ValueError(f"pick={self.pick!r} is not a pick rule; use 'random' or 'centroid'")
+
+    def choose(self, x: np.ndarray, *, source: str, n_classes: int | None) -> Selection:
+        """Cluster ``x`` and pick one image per cluster; ``n_classes`` is ignored."""
         k = self.budget
         notes: list[str] = []
         n_distinct = len(np.unique(x, axis=0))
@@ -244,13 +329,12 @@ class KMeansSelector:
                 f"duplicate images will be picked to fill the budget"
             )
         res = self.kmeans.run(x, k)
-        sizes = res.cluster_sizes
         if self.pick == "random":
             per_cluster = pick_random(res.assignments, k, np.random.default_rng(self.seed))
         else:
             per_cluster = pick_nearest(res.assignments, res.sq_distances, k)
         chosen = per_cluster[per_cluster >= 0]
-        rule: list[str] = [str(self.pick)] * len(chosen)
+        rule = [self.pick] * len(chosen)
         n_empty = k - len(chosen)
         if n_empty:
             extra = fill_farthest(chosen, res.sq_distances, n_empty)
@@ -260,20 +344,5 @@ class KMeansSelector:
             )
             chosen = np.concatenate([chosen, extra])
             rule += ["fill"] * n_empty
-        for note in notes:
-            log.warning(note)
-        assert len(np.unique(chosen)) == k, "selection must hold budget distinct images"
-        return Selection(
-            indices=chosen.astype(np.int64),
-            cluster=res.assignments[chosen],
-            distance=np.sqrt(res.sq_distances[chosen]),
-            cluster_size=sizes[res.assignments[chosen]],
-            rule=rule,
-            notes=notes,
-            stats={
-                "kmeans_objective": res.objective,
-                "kmeans_device": res.device,
-                "empty_clusters": n_empty,
-                "distinct_embeddings": n_distinct,
-            },
-        )
+        stats: dict[str, float | int | str] = {"empty_clusters": n_empty, "distinct_embeddings": n_distinct}
+        return Selection.of_clusters(res, chosen, rule, notes=notes, stats=stats)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, KMeansOptions
 from imgselect.selection.neighbors import knn
 from imgselect.selection.picks import cluster_members
-from imgselect.selection.selectors import Selection, check_embeddings
+from imgselect.selection.selectors import KMeansBase, Selection
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def typicality(x: np.ndarray, k_neighbors: int, *, gpu: bool | str = "auto") -> 
     return 1.0 / (np.sqrt(sq.astype(np.float64)).mean(axis=1) + TYPICALITY_EPS)
 
 
-class TypiClustSelector:
+@dataclass(kw_only=True)
+class TypiClustSelector(KMeansBase):
     """TypiClust (Hacohen, Dekel & Weinshall, ICML 2022): typical images of K-means clusters, K = budget.
 
     Each cluster gives the member of highest typicality, ``1 / (mean Euclidean distance to its
@@ -64,57 +66,31 @@ class TypiClustSelector:
         budget: number of images to pick (= K).
         k_neighbors: neighbours in the typicality estimate.
         min_cluster_size: clusters smaller than this are used only when the others run out.
-        niter: K-means iterations.
-        nredo: K-means restarts; the lowest objective wins.
-        seed: seed of the K-means initialisation.
-        max_points_per_centroid: FAISS training subsample per centroid; ``None`` uses every point.
-        gpu: ``"auto"`` (GPU when FAISS sees one), ``True`` or ``False``.
-        init: K-means seeding; ``"kmeans++"`` by default, as the reference code (scikit-learn's KMeans).
-        name: what ``result.json`` and Table 1 call this selector.
+
+    The other keys are :class:`~imgselect.selection.selectors.KMeansBase`'s (``init``: ``"kmeans++"`` by
+    default, as the reference code, scikit-learn's KMeans; ``gpu`` also for the neighbour search).
     """
 
-    requires_embeddings = True
+    k_neighbors: int = 20
+    min_cluster_size: int = 5
+    name: str = "typiclust"
+
     pick = "typical"
+    title: ClassVar[str] = "TypiClust"
 
-    def __init__(
-        self,
-        budget: int,
-        k_neighbors: int = 20,
-        min_cluster_size: int = 5,
-        niter: int = 20,
-        nredo: int = 1,
-        seed: int = 0,
-        max_points_per_centroid: int | None = None,
-        gpu: bool | str = "auto",
-        init: KMeansInit = "kmeans++",
-        name: str = "typiclust",
-    ) -> None:
-        if k_neighbors < 1:
-            raise ValueError(f"k_neighbors={k_neighbors} must be at least 1")
-        if min_cluster_size < 1:
-            raise ValueError(f"min_cluster_size={min_cluster_size} must be at least 1")
-        self.budget = budget
-        self.k_neighbors = k_neighbors
-        self.min_cluster_size = min_cluster_size
-        self.gpu = gpu
-        self.kmeans = KMeansOptions(niter, nredo, seed, max_points_per_centroid, gpu, init)
-        self.name = name
+    def __post_init__(self) -> None:
+        if self.k_neighbors < 1:
+            raise ValueError(f"k_neighbors={self.k_neighbors} must be at least 1")
+        if self.min_cluster_size < 1:
+            raise ValueError(f"min_cluster_size={self.min_cluster_size} must be at least 1")
 
-    def select(
-        self,
-        n_pool: int,
-        embeddings: np.ndarray | None = None,
-        *,
-        source: str = "the pool",
-        n_classes: int | None = None,
-    ) -> Selection:
-        """Cluster ``embeddings`` into ``budget`` clusters and pick typical images; ``n_classes`` is ignored."""
-        x = check_embeddings(embeddings, n_pool, "TypiClust")
+    def choose(self, x: np.ndarray, *, source: str, n_classes: int | None) -> Selection:
+        """Cluster ``x`` into ``budget`` clusters and pick typical images; ``n_classes`` is ignored."""
         k = self.budget
         res = self.kmeans.run(x, k)
         sizes = res.cluster_sizes
         members = cluster_members(res.assignments, k)
-        typ = np.zeros(n_pool)
+        typ = np.zeros(len(x))
         ranked: list[np.ndarray] = []  # members of each cluster, most typical first (ties: lowest index)
         for m in members:
             typ[m] = typicality(x[m], self.k_neighbors, gpu=self.gpu)
@@ -141,11 +117,6 @@ class TypiClustSelector:
             if len(picks) == k:
                 break
         chosen = np.asarray(picks, dtype=np.int64)
-        assert len(np.unique(chosen)) == k, "selection must hold budget distinct images"
-
-        notes = self._notes(sizes, rule)
-        for note in notes:
-            log.warning(note)
         log.info(
             "TypiClust: %d clusters (%d usable, %d small, %d empty), %d picks from %s",
             k,
@@ -155,24 +126,15 @@ class TypiClustSelector:
             k,
             source,
         )
-        return Selection(
-            indices=chosen,
-            cluster=res.assignments[chosen],
-            distance=np.sqrt(res.sq_distances[chosen]),
-            cluster_size=sizes[res.assignments[chosen]],
-            rule=rule,
-            notes=notes,
-            stats={
-                "kmeans_objective": res.objective,
-                "kmeans_device": res.device,
-                "empty_clusters": int((sizes == 0).sum()),
-                "small_clusters": len(small),
-                "usable_clusters": len(usable),
-                "round_robin_picks": rule.count("round_robin"),
-                "small_cluster_picks": rule.count("small_cluster"),
-            },
-            score=typ[chosen],
-        )
+        stats: dict[str, float | int | str] = {
+            "empty_clusters": int((sizes == 0).sum()),
+            "small_clusters": len(small),
+            "usable_clusters": len(usable),
+            "round_robin_picks": rule.count("round_robin"),
+            "small_cluster_picks": rule.count("small_cluster"),
+        }
+        notes = self._notes(sizes, rule)
+        return Selection.of_clusters(res, chosen, rule, notes=notes, stats=stats, score=typ[chosen])
 
     def _notes(self, sizes: np.ndarray, rule: list[str]) -> list[str]:
         """What a person should know about how this selection deviated from one-typical-per-cluster."""
