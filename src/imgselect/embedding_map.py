@@ -25,11 +25,16 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from imgselect.artifacts import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 log = logging.getLogger(__name__)
 
@@ -153,74 +158,114 @@ def save_embedding_map(
             the wrong length or not integers; a label without a name in ``class_names``.
     """
     from matplotlib.figure import Figure  # no pyplot: no global backend, no figure left open
-    from matplotlib.lines import Line2D
 
     xy = _check_embeddings(xy, name="xy")
     if xy.shape[1] != 2:
         raise ValueError(f"xy has shape {xy.shape}; expected (n, 2) coordinates")
-    n = len(xy)
-    chosen_idx = _check_indices(chosen, n, "chosen")
-    y = _check_labels(labels, n, class_names)
+    chosen_idx = _check_indices(chosen, len(xy), "chosen")
+    y = _check_labels(labels, len(xy), class_names)
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     ax = fig.add_axes((0.03, 0.03, 0.70, 0.86))
     ax.set_xticks([])
     ax.set_yticks([])
+    colors = _map_colors(y, class_names)
+    handles = _draw_pool(ax, xy, chosen_idx, y, class_names, colors)
+    if len(chosen_idx):
+        handles.append(_draw_chosen(ax, xy[chosen_idx], None if y is None else y[chosen_idx], colors))
+        if len(chosen_idx) <= MAX_NUMBERED:
+            _number_tiles(ax, xy[chosen_idx])
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.75, 0.89), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\n{_counts_line(len(xy), len(chosen_idx), y)}", fontsize=11)
+    return _write_figure(fig, Path(path))
+
+
+def _map_colors(
+    y: np.ndarray | None, class_names: Sequence[str] | None
+) -> list[tuple[float, float, float, float]]:
+    """One colour per named class: the same class keeps its colour whichever classes this pool holds."""
+    n_classes = int(y.max()) + 1 if y is not None and (y >= 0).any() else 0
+    return _class_colors(max(n_classes, len(class_names) if class_names is not None else 0))
+
+
+def _legend_marker(label: str, face: object, edge: str = "none", size: float = 6.0) -> Line2D:
+    """A legend entry's marker: the drawn markers are too faint or too big to show there."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls="", marker="o", ms=size, mfc=face, mec=edge, label=label)
+
+
+def _draw_pool(
+    ax: Axes,
+    xy: np.ndarray,
+    chosen_idx: np.ndarray,
+    y: np.ndarray | None,
+    class_names: Sequence[str] | None,
+    colors: list[tuple[float, float, float, float]],
+) -> list[Line2D]:
+    """The points not chosen, small and faint (grey, or by class), and their legend entries: one per class
+    with its count (all labels, chosen included), or a single one when there are over
+    :data:`MAX_LEGEND_CLASSES` classes."""
+    n = len(xy)
     is_chosen = np.zeros(n, dtype=bool)
     is_chosen[chosen_idx] = True
     pool = np.flatnonzero(~is_chosen)
     size = float(np.clip(6000.0 / max(n, 1), 1.0, 16.0))
     alpha = 0.4 if n > 2000 else 0.6
-    # one colour per named class (the same class keeps its colour whichever classes this pool holds)
-    n_classes = int(y.max()) + 1 if y is not None and (y >= 0).any() else 0
-    colors = _class_colors(max(n_classes, len(class_names) if class_names is not None else 0))
-    handles: list[Line2D] = []  # legend proxies: the drawn markers are too faint or too big to show there
-
-    def proxy(label: str, face: object, edge: str = "none", size: float = 6.0) -> Line2D:
-        return Line2D([], [], ls="", marker="o", ms=size, mfc=face, mec=edge, label=label)
-
     if y is None:
         ax.scatter(xy[pool, 0], xy[pool, 1], s=size, c=POOL_GREY, alpha=alpha, lw=0)
-        handles.append(proxy(f"pool ({n})", POOL_GREY))
+        return [_legend_marker(f"pool ({n})", POOL_GREY)]
+    handles: list[Line2D] = []
+    classes = [int(c) for c in np.unique(y)]
+    for c in classes:
+        sel = pool[y[pool] == c]
+        name = "unknown" if c < 0 else (class_names[c] if class_names is not None else str(c))
+        color = POOL_GREY if c < 0 else colors[c]
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=color, alpha=alpha, lw=0)
+        handles.append(_legend_marker(f"{name} ({int((y == c).sum())})", color))
+    if len(classes) > MAX_LEGEND_CLASSES:
+        handles = [_legend_marker(f"{len(classes)} classes", POOL_GREY)]
+    return handles
+
+
+def _draw_chosen(
+    ax: Axes, points: np.ndarray, y: np.ndarray | None, colors: list[tuple[float, float, float, float]]
+) -> Line2D:
+    """The chosen ``points`` (``(m, 2)``, ``m >= 1``), larger and ringed in black, filled with their class
+    colour (``y``: their labels) or :data:`CHOSEN_COLOR` without labels; returns their legend entry."""
+    if y is None:
+        face: str | np.ndarray = CHOSEN_COLOR
     else:
-        classes = [int(c) for c in np.unique(y)]
-        for c in classes:
-            sel = pool[y[pool] == c]
-            name = "unknown" if c < 0 else (class_names[c] if class_names is not None else str(c))
-            color = POOL_GREY if c < 0 else colors[c]
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=color, alpha=alpha, lw=0)
-            handles.append(proxy(f"{name} ({int((y == c).sum())})", color))
-        if len(classes) > MAX_LEGEND_CLASSES:
-            handles = [proxy(f"{len(classes)} classes", POOL_GREY)]
-    if len(chosen_idx):
-        if y is None:
-            face: str | np.ndarray = CHOSEN_COLOR
-        else:
-            face = np.array([(*_hex_rgb(POOL_GREY), 1.0) if c < 0 else colors[c] for c in y[chosen_idx]])
-        big = float(np.clip(6000.0 / len(chosen_idx), 12.0, 60.0))
-        ax.scatter(
-            xy[chosen_idx, 0], xy[chosen_idx, 1], s=big, c=face, edgecolors="black", linewidths=0.8, zorder=3
+        face = np.array([(*_hex_rgb(POOL_GREY), 1.0) if c < 0 else colors[c] for c in y])
+    big = float(np.clip(6000.0 / len(points), 12.0, 60.0))
+    ax.scatter(points[:, 0], points[:, 1], s=big, c=face, edgecolors="black", linewidths=0.8, zorder=3)
+    what = "chosen" if y is None else "chosen (class fill)"
+    return _legend_marker(f"{what} ({len(points)})", CHOSEN_COLOR if y is None else "white", "black", 8)
+
+
+def _number_tiles(ax: Axes, points: np.ndarray) -> None:
+    """Each chosen point's tile number (its 1-based position in pick order), as on ``selection.png``."""
+    for tile, (px, py) in enumerate(points, start=1):
+        ax.annotate(
+            str(tile),
+            (float(px), float(py)),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=6,
+            zorder=4,
         )
-        what = "chosen" if y is None else "chosen (class fill)"
-        handles.append(
-            proxy(f"{what} ({len(chosen_idx)})", CHOSEN_COLOR if y is None else "white", "black", 8)
-        )
-        if len(chosen_idx) <= MAX_NUMBERED:
-            for tile, (px, py) in enumerate(xy[chosen_idx], start=1):
-                ax.annotate(
-                    str(tile),
-                    (float(px), float(py)),
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                    fontsize=6,
-                    zorder=4,
-                )
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.75, 0.89), fontsize=8, frameon=False)
-    counts = f"{n} pool images, {len(chosen_idx)} chosen"
+
+
+def _counts_line(n: int, n_chosen: int, y: np.ndarray | None) -> str:
+    """The title's second line: pool size, chosen, and known classes when there are labels."""
+    counts = f"{n} pool images, {n_chosen} chosen"
     if y is not None:
         counts += f", {len(np.unique(y[y >= 0]))} classes"
-    fig.suptitle(f"{title}\n{counts}", fontsize=11)
-    path = Path(path)
+    return counts
+
+
+def _write_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` at :data:`DPI`, atomically (a reader never sees half a PNG)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI)
     return path
