@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -141,70 +143,24 @@ def kmeans(
     require_faiss()
     import faiss
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
+    x = _checked_points(x, k, niter=niter, nredo=nredo, init=init)
     n, d = x.shape
-    if not 1 <= k <= n:
-        raise ValueError(f"K-means needs 1 <= k <= n, got k={k} for n={n} points")
-    bad = count_nonfinite_rows(x)
-    if bad:
-        raise ValueError(
-            f"{bad} of {n} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
-        )
-    if niter < 1 or nredo < 1:
-        raise ValueError(f"K-means needs niter >= 1 and nredo >= 1, got niter={niter}, nredo={nredo}")
-    if init not in ("random", "kmeans++"):
-        raise ValueError(f"init={init!r} is not a K-means initialisation; use 'random' or 'kmeans++'")
     use_gpu = faiss_gpu_available() if gpu == "auto" else bool(gpu)
-
-    def make(nredo: int, seed: int) -> faiss.Kmeans:
-        return faiss.Kmeans(
-            d,
-            k,
-            niter=niter,
-            nredo=nredo,
-            seed=seed,
-            gpu=use_gpu,
-            verbose=verbose,
-            spherical=False,
-            max_points_per_centroid=max_points_per_centroid or n,
-            min_points_per_centroid=1,  # silences FAISS's "too few points" warning; we handle small clusters
-        )
-
-    n_train = min(n, k * max_points_per_centroid) if max_points_per_centroid else n
-    log.info(
-        "K-means: K=%d on %s x %d, %d iterations%s, %s, %s seeding, %s",
-        k,
-        f"{n:,}",
+    make = functools.partial(
+        faiss.Kmeans,
         d,
-        niter,
-        f" x {nredo} runs" if nredo > 1 else "",
-        "every point" if n_train == n else f"a sample of {n_train:,} points",
-        "K-means++" if init == "kmeans++" else "random",
-        "GPU" if use_gpu else "CPU",
+        k,
+        niter=niter,
+        gpu=use_gpu,
+        verbose=verbose,
+        spherical=False,
+        max_points_per_centroid=max_points_per_centroid or n,
+        min_points_per_centroid=1,  # silences FAISS's "too few points" warning; we handle small clusters
     )
+    n_train = min(n, k * max_points_per_centroid) if max_points_per_centroid else n
+    _log_start(k, n, d, niter, nredo, n_train, init, use_gpu)
     t0 = time.perf_counter()
-    # The objective at each iteration of the run kept (None: FAISS's own restarts, whose histories it
-    # concatenates, and a run may stop early), and the iterations run in all.
-    history: np.ndarray | None
-    if init == "random":
-        km = make(nredo, seed)
-        km.train(x)
-        all_runs = _objectives(km)
-        iterations = len(all_runs)
-        history = all_runs if nredo == 1 else None
-    else:
-        # FAISS runs nredo times from the same given centroids, so the restarts are ours: one seeding each.
-        best_obj, iterations = np.inf, 0
-        for run in range(nredo):
-            candidate = make(1, seed + run)
-            candidate.train(x, init_centroids=x[kmeans_plusplus(x, k, seed=seed + run)])
-            run_history = _objectives(candidate)
-            iterations += len(run_history)
-            obj = float(run_history[-1]) if len(run_history) else np.inf
-            if run == 0 or obj < best_obj:
-                km, best_obj, history = candidate, obj, run_history
+    km, history, iterations = _train(make, x, k, init=init, nredo=nredo, seed=seed)
     sq_dist, assign = km.index.search(x, 1)
     seconds = time.perf_counter() - t0
     assignments = assign[:, 0].astype(np.int64)
@@ -224,6 +180,77 @@ def kmeans(
         objective=objective,
         device="gpu" if use_gpu else "cpu",
     )
+
+
+def check_finite(x: np.ndarray) -> None:
+    """Raise a clear error when rows of the embeddings ``x`` hold a NaN or inf."""
+    bad = count_nonfinite_rows(x)
+    if bad:
+        raise ValueError(
+            f"{bad} of {len(x)} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
+        )
+
+
+def _checked_points(x: np.ndarray, k: int, *, niter: int, nredo: int, init: str) -> np.ndarray:
+    """``x`` as contiguous float32 ``(n, d)`` finite points, after checking :func:`kmeans`'s arguments."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
+    if not 1 <= k <= len(x):
+        raise ValueError(f"K-means needs 1 <= k <= n, got k={k} for n={len(x)} points")
+    check_finite(x)
+    if niter < 1 or nredo < 1:
+        raise ValueError(f"K-means needs niter >= 1 and nredo >= 1, got niter={niter}, nredo={nredo}")
+    if init not in ("random", "kmeans++"):
+        raise ValueError(f"init={init!r} is not a K-means initialisation; use 'random' or 'kmeans++'")
+    return x
+
+
+def _log_start(
+    k: int, n: int, d: int, niter: int, nredo: int, n_train: int, init: str, use_gpu: bool
+) -> None:
+    """The line :func:`kmeans` logs before it starts: what it clusters, how and where."""
+    log.info(
+        "K-means: K=%d on %s x %d, %d iterations%s, %s, %s seeding, %s",
+        k,
+        f"{n:,}",
+        d,
+        niter,
+        f" x {nredo} runs" if nredo > 1 else "",
+        "every point" if n_train == n else f"a sample of {n_train:,} points",
+        "K-means++" if init == "kmeans++" else "random",
+        "GPU" if use_gpu else "CPU",
+    )
+
+
+def _train(
+    make: Callable[..., Any], x: np.ndarray, k: int, *, init: str, nredo: int, seed: int
+) -> tuple[Any, np.ndarray | None, int]:
+    """Train ``make(nredo=..., seed=...)`` (a ``faiss.Kmeans``) on ``x``: once with FAISS's own seeding and
+    restarts (``init="random"``), or ``nredo`` times from :func:`kmeans_plusplus` seeds (FAISS would restart
+    from the same given centroids, so the restarts are ours, seeded ``seed + run``), keeping the lowest
+    objective.
+
+    Returns:
+        The run kept; its objective at each iteration (``None`` for FAISS's own restarts, whose histories it
+        concatenates; a run may stop early); and the iterations run in all.
+    """
+    if init == "random":
+        km = make(nredo=nredo, seed=seed)
+        km.train(x)
+        all_runs = _objectives(km)
+        return km, (all_runs if nredo == 1 else None), len(all_runs)
+    best: Any = None
+    best_obj, history, iterations = np.inf, None, 0
+    for run in range(nredo):
+        candidate = make(nredo=1, seed=seed + run)
+        candidate.train(x, init_centroids=x[kmeans_plusplus(x, k, seed=seed + run)])
+        run_history = _objectives(candidate)
+        iterations += len(run_history)
+        obj = float(run_history[-1]) if len(run_history) else np.inf
+        if run == 0 or obj < best_obj:
+            best, best_obj, history = candidate, obj, run_history
+    return best, history, iterations
 
 
 def _objectives(km: Any) -> np.ndarray:
@@ -304,10 +331,8 @@ def kmeans_plusplus(
     if not 0.0 < variance <= 1.0:
         raise ValueError(f"variance={variance} must be in (0, 1]")
     rng = np.random.default_rng(seed)
-    m = min(n, sample_size or SEEDING_POINTS_PER_CENTROID * k)
-    m = max(m, k)
-    sample = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    xs = project_principal(x[sample], variance, rng)
+    sample, xs = _seeding_sample(x, k, sample_size, variance, rng)
+    m = len(sample)
     trials = n_local_trials or 2 + int(np.log(k))
 
     sq_norms = np.einsum("ij,ij->i", xs, xs)
@@ -329,18 +354,36 @@ def kmeans_plusplus(
         # side="right" never lands on a point of zero weight (a centre already chosen)
         candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1], side="right")
         candidates = np.minimum(candidates, m - 1)
-        dist = xs @ xs[candidates].T  # (m, trials): the one GEMM of this step
-        dist *= -2.0
-        dist += sq_norms[:, None]
-        dist += sq_norms[candidates][None, :]
-        np.maximum(dist, 0.0, out=dist)
-        np.minimum(dist, closest[:, None], out=dist)
-        best = int(np.argmin(dist.sum(axis=0, dtype=np.float64)))
-        centres[c] = candidates[best]
+        centres[c], closest = _best_candidate(xs, sq_norms, closest, candidates)
         chosen[centres[c]] = True
-        closest = np.ascontiguousarray(dist[:, best])
         closest[centres[c]] = 0.0
     return sample[centres].astype(np.int64)
+
+
+def _seeding_sample(
+    x: np.ndarray, k: int, sample_size: int | None, variance: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points :func:`kmeans_plusplus` seeds on: the sorted indices of a random sample of ``x`` (every
+    point when the sample would hold them all) and the sample projected on its principal axes."""
+    n = len(x)
+    m = max(min(n, sample_size or SEEDING_POINTS_PER_CENTROID * k), k)
+    sample = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    return sample, project_principal(x[sample], variance, rng)
+
+
+def _best_candidate(
+    xs: np.ndarray, sq_norms: np.ndarray, closest: np.ndarray, candidates: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """The candidate whose choice as a centre leaves the lowest potential (sum of D²), and every point's D²
+    to its nearest centre once it is chosen (``closest``: D² before; ``sq_norms``: the points' squared norms)."""
+    dist = xs @ xs[candidates].T  # (m, trials): the one GEMM of this step
+    dist *= -2.0
+    dist += sq_norms[:, None]
+    dist += sq_norms[candidates][None, :]
+    np.maximum(dist, 0.0, out=dist)
+    np.minimum(dist, closest[:, None], out=dist)
+    best = int(np.argmin(dist.sum(axis=0, dtype=np.float64)))
+    return int(candidates[best]), np.ascontiguousarray(dist[:, best])
 
 
 def project_principal(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:

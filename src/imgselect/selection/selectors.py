@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from imgselect.selection.kmeans import KMeansInit, KMeansOptions, KMeansResult, count_nonfinite_rows
+from imgselect.selection.kmeans import KMeansInit, KMeansOptions, KMeansResult, check_finite
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
 log = logging.getLogger(__name__)
@@ -158,11 +158,7 @@ def check_embeddings(embeddings: np.ndarray | None, n_pool: int, selector: str) 
         raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
     if len(x) != n_pool:
         raise ValueError(f"got {len(x)} embeddings for a pool of {n_pool} images")
-    bad = count_nonfinite_rows(x)
-    if bad:
-        raise ValueError(
-            f"{bad} of {n_pool} embeddings contain NaN or inf; check the embedding (an autoencoder's training loss, a file's values)"
-        )
+    check_finite(x)
     return x
 
 
