@@ -1,7 +1,9 @@
 """Selectors: from a pool (and, for most, its embeddings) to ``budget`` distinct pool indices.
 
 A selector is any class that satisfies :class:`Selector`; each has a YAML file in ``conf/selector/`` and
-is built from its ``_target_``, so a new one needs no edit to the pipeline.
+is built from its ``_target_``, so a new one needs no edit to the pipeline. Those that choose from pool
+embeddings build on :class:`EmbeddingSelector` (which checks the embeddings once for all of them), and those
+that run K-means on :class:`KMeansBase` (whose keys ``conf/selector/_kmeans.yaml`` holds).
 """
 
 from __future__ import annotations
