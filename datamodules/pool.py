@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from datamodules.images import ImageTensorDataset
-from imgselect.pool import ImageSet
+from imgselect.pool import Extraction, ImageSet
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class PoolDataModule(pl.LightningDataModule):
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
         """Return ``(pool, val, class_names)``."""
         raise NotImplementedError
+
+    def extraction(self) -> Extraction | None:
+        """A pool read as it is: no extraction (the video datamodule makes its pool from videos)."""
+        return None
 
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:

@@ -12,9 +12,10 @@ import torch
 from datamodules.folder import load_validation, validation_listing
 from datamodules.images import load_image_files
 from datamodules.pool import PoolDataModule
-from imgselect.pool import ImageSet
+from imgselect.pool import Extraction, ImageSet
 from imgselect.runtime import is_rank_zero
 from imgselect.video import (
+    MANIFEST_COLUMNS,
     CropRules,
     CropStats,
     FrameSampling,
@@ -97,6 +98,16 @@ class VideoDataModule(PoolDataModule):
         self.num_threads = num_threads
         self.manifest: list[dict[str, str]] = []
         self.crop_stats: list[CropStats] = []
+
+    def extraction(self) -> Extraction | None:
+        """The crops' ``manifest.csv`` (crop id, file, video, frame, time, box, score) and what each video gave."""
+        if not self.manifest:
+            return None
+        rows: list[list[object]] = [list(MANIFEST_COLUMNS)]
+        for r in self.manifest:
+            rows.append([r[c] if c != "path" else str(self.crops_dir / r[c]) for c in MANIFEST_COLUMNS])
+        info = {"videos": [vars(s) for s in self.crop_stats], "crops": sum(s.crops for s in self.crop_stats)}
+        return Extraction(manifest=rows, info={"video": info})
 
     def load(self) -> tuple[ImageSet, ImageSet, list[str]]:
         if self.classes is None and self.val_path is None:

@@ -21,14 +21,14 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 def job(cfg: DictConfig) -> float | None:
     """One Hydra job of ``train.py`` or ``imgselect-train``: :func:`imgselect.pipeline.run` through
-    :func:`imgselect.jobs.run_job` (resume, failures recorded in a multirun)."""
+    :func:`imgselect.jobs.resume_or_run` (resume, failures recorded in a multirun)."""
     from imgselect.selection.kmeans import require_faiss
 
     require_faiss()  # before any training: without FAISS the job would fail at selection, minutes later
-    from imgselect.jobs import run_job
+    from imgselect.jobs import resume_or_run
     from imgselect.pipeline import run
 
-    return run_job(cfg, run)
+    return resume_or_run(cfg, run)
 
 
 def exit_on_failures() -> None:

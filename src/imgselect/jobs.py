@@ -87,7 +87,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
 
 
-def run_job(cfg: DictConfig, run: Callable[[DictConfig, dict[str, str]], float | None]) -> float | None:
+def resume_or_run(cfg: DictConfig, run: Callable[[DictConfig, dict[str, str]], float | None]) -> float | None:
     """``run(cfg)`` unless the job already finished with this config and these inputs; see the module's
     docstring."""
     out = Path(cfg.paths.output_dir)

@@ -63,9 +63,12 @@ class Labeler(Protocol):
 
     Attributes:
         name: ``oracle`` or ``file``.
+        reveals: the chosen images' labels are known as soon as they are chosen (a benchmark's oracle); a
+            person's labels (``False``) come in a later run, so a job may train on them with ``budget=0``.
     """
 
     name: str
+    reveals: bool
 
     def known(self, pool: ImageSet, class_names: list[str]) -> LabeledSet:
         """Labels that exist before this job selects anything (a person's earlier rounds)."""
@@ -80,6 +83,7 @@ class OracleLabels:
     """Reveal the dataset's own labels for the chosen images only (benchmark mode)."""
 
     name = "oracle"
+    reveals = True
 
     def known(self, pool: ImageSet, class_names: list[str]) -> LabeledSet:
         return LabeledSet.empty()
@@ -263,6 +267,7 @@ class FileLabels:
     """
 
     name = "file"
+    reveals = False
 
     def __init__(self, path: str | Sequence[str]) -> None:
         self.paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]

@@ -1,14 +1,18 @@
 """One job, in order: data -> embedding -> selection -> classifier (labels, k-fold models, pseudo-labels,
 final model) -> result.json.
 
-:func:`run` is the only reader of the Hydra config: it builds typed objects and hands each stage
-(:mod:`imgselect.stages`) what it needs.
+:func:`build_job` is the only reader of the Hydra config: it builds a typed :class:`Job`. :func:`run_job` calls
+the stages (:mod:`imgselect.stages`) in order, each with typed inputs, and returns the :class:`RunResult`.
+:func:`run` is both, inside the job's tracker run (open before anything is built, so a job that fails to
+build shows as a failed run).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
-from imgselect.embeddings.ssl import BACKBONE_FILE, PretrainedEmbedding
+from imgselect.embeddings.ssl import BACKBONE_FILE
 from imgselect.jobfolder import input_digests, input_paths
 from imgselect.jobs import config_hash, metric_of
 from imgselect.labeling import add_predictions, write_labeling_files
-from imgselect.labels import FileLabels, Labeler
+from imgselect.labels import LabeledSet, Labeler
+from imgselect.pool import ImageSet, PoolSource
 from imgselect.progress import set_progress_mode
 from imgselect.result import RunResult
 from imgselect.runtime import (
@@ -35,11 +40,14 @@ from imgselect.runtime import (
     reset_distributed,
     versions,
 )
-from imgselect.selection.selectors import Selector
+from imgselect.selection.dedup import Dedup
+from imgselect.selection.selectors import Selection, Selector
 from imgselect.settings import check_image_size, check_input_files, check_numbers, check_settings
 from imgselect.stages.classify import ClassifierPlan, ClassifierResult, FixMatchPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
 from imgselect.stages.prepare import (
+    DedupSettings,
+    MapSettings,
     dedup_settings,
     find_duplicates,
     map_settings,
@@ -141,33 +149,79 @@ def job_tags(selector: Selector, embedding: Embedding | None, seed: int) -> list
     return [*tags, f"embedding:{embedding.name}"] if embedding is not None else tags
 
 
+@dataclass(frozen=True)
+class Job:
+    """One job, built from the config by :func:`build_job`: what :func:`run_job` needs and nothing of Hydra.
+
+    Attributes:
+        out_dir: the job folder.
+        seed: the job's seed (Lightning's, the selector's, the folds').
+        data: builds the datamodule (its ``setup`` loads the pool and the validation set).
+        selector: the ``selector`` group, with its budget.
+        labeler: where labels come from (``labels``).
+        embedding: the selector's embedding, ``None`` when the selector reads none or nothing is chosen.
+        pretraining: the self-supervised pretraining (``pretrain=ssl``), else ``None``.
+        plan: the classifier's training plan, ``None`` after ``~classifier``.
+        dedup: near-duplicate removal before selection, ``None`` for ``dedup=none``.
+        embedding_map: the map of the pool and the picks, ``None`` for ``embedding_map.method=none``.
+        trainers: makes the Lightning trainers of every stage.
+        tracker: the job's experiment tracker run (``logger=wandb``), else ``None``.
+        cache_dir: the embedding and pretraining cache; ``use_cache`` turns it off.
+        keep: the job's own input files, never written over (``labels.path=<this folder>/...``).
+        record: what ``result.json`` records of the config (``config_hash``, ``inputs``, ``classifier_init``).
+    """
+
+    out_dir: Path
+    seed: int
+    data: Callable[[], pl.LightningDataModule]
+    selector: Selector
+    labeler: Labeler
+    embedding: Embedding | None
+    pretraining: Embedding | None
+    plan: ClassifierPlan | None
+    dedup: DedupSettings | None
+    embedding_map: MapSettings | None
+    trainers: TrainerFactory
+    tracker: JobTracker | None
+    cache_dir: Path
+    use_cache: bool
+    keep: list[Path] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def selecting(self) -> bool:
+        """Whether the job chooses images: with a person's labels, ``budget=0`` trains on them, choosing none."""
+        return self.selector.budget > 0 or self.labeler.reveals
+
+
 def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | None:
     """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``). ``input_ids``:
-    the digests of the job's input files when :func:`imgselect.jobs.run_job` already took them (a pool folder's
-    listing is walked once per job), else taken here."""
+    the digests of the job's input files when :func:`imgselect.jobs.resume_or_run` already took them (a pool
+    folder's listing is walked once per job), else taken here."""
     quiet_lightning()
     set_progress_mode(str(cfg.get("progress", "auto")))
     reset_distributed()
     limit_threads_from_env()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # before anything is built or trained: numbers that are numbers, input files that exist and load
+    logger = instantiate(cfg.logger) if cfg.get("logger") is not None else None
+    tracker = logger if isinstance(logger, JobTracker) else None  # logger=wandb: one W&B run for the job
+    with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
+        result = run_job(build_job(cfg, logger, input_ids))
+    return metric_of(result.to_dict()) if result is not None else None
+
+
+def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | None = None) -> Job:
+    """The job ``cfg`` describes, every setting that can be checked without the pool checked: numbers that are
+    numbers, input files that exist and load, an image size the autoencoder can halve, a pretraining where
+    the embedding or the classifier needs one. ``logger``: the Lightning logger :func:`run` built from
+    ``cfg.logger`` (the job's tracker when it is one)."""
+    out_dir = Path(cfg.paths.output_dir)
     check_numbers(
         {k: OmegaConf.select(cfg, k) for k in ("budget", "seed", "folds", "image_size", "pseudo.size")}
     )
     inputs = input_paths(cfg)
     check_input_files(inputs)
-    if input_ids is None:
-        input_ids = input_digests(cfg)
-    # the job's own inputs inside its folder (labels.path=<this folder>/labels_template.csv) are never written over
-    keep = [p for paths in inputs.values() for p in paths if p.is_file()]
-    seed = int(cfg.seed)
-    pl.seed_everything(seed, workers=True)
-    timer = StageTimer()
-    t_start = time.perf_counter()
-
-    logger = instantiate(cfg.logger) if cfg.get("logger") is not None else None
-    tracker = logger if isinstance(logger, JobTracker) else None  # logger=wandb: one W&B run for the job
     trainers = TrainerFactory(
         trainer=instantiate(cfg.trainer),
         logger=logger,
@@ -176,161 +230,254 @@ def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | Non
         precision=str(cfg.trainer.get("precision") or "32-true"),
         strategy=cfg.trainer.get("strategy"),
     )
-    with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
-        selector: Selector = instantiate(cfg.selector)
-        labeler: Labeler = instantiate(cfg.labels)
-        # with a person's labels, budget=0 trains on them and chooses nothing new
-        selecting = selector.budget > 0 or not isinstance(labeler, FileLabels)
-        uses_embedding = selecting and selector.requires_embeddings
-        if uses_embedding and cfg.embedding.get("model") is not None and "channels" in cfg.embedding.model:
-            # the autoencoder halves the image once per entry of its channels: checked before it is built
-            check_image_size(int(cfg.image_size), len(cfg.embedding.model.channels))
-        embedding: Embedding | None = instantiate(cfg.embedding) if uses_embedding else None
-        pretraining = pretraining_of(cfg)
-        plan = classifier_plan(cfg, out_dir)
-        if pretraining is None and (
-            isinstance(embedding, PretrainedEmbedding) or (plan is not None and classifier_init(cfg) == "ssl")
-        ):
-            raise ValueError(
-                "embedding=ssl and classifier.pretrained=ssl use the job's self-supervised pretraining: "
-                "add pretrain=ssl"
-            )
-        dedup = dedup_settings(cfg.get("dedup"))
-        map_cfg = map_settings(cfg.get("embedding_map"))
-        map_info: dict[str, Any] | None = None
-        if tracker is not None:
-            tracker.tag(job_tags(selector, embedding, seed))
-        with timer("data"):
-            dm = instantiate(cfg.data)
-            dm.setup()
-        pool = dm.pool
-        class_names = list(dm.class_names)
-        n_classes = len(class_names)
-        known = labeler.known(pool, class_names)  # a person's labels from earlier rounds (none in benchmarks)
-        duplicates = None
-        if selecting and dedup is not None and dedup.method == "dhash":
-            with timer("dedup"):
-                duplicates = find_duplicates(dedup, pool, None)
-        check_settings(  # every setting against the pool and each other, before any training
-            budget=selector.budget,
-            n_pool=len(pool),
-            folds=plan.folds if plan is not None else None,
-            pseudo_size=plan.pseudo_size if plan is not None else None,
-            image_size=int(pool.images.shape[-1]),
-            n_classes=n_classes,
-            source=pool.source,
-            n_known=len(known),
-            n_excluded=len(np.union1d(known.indices, duplicates.removed_indices() if duplicates else [])),
-            reveals=not isinstance(labeler, FileLabels),
-            n_val=len(dm.val) if dm.val.labels is not None else 0,
+    selector: Selector = instantiate(cfg.selector)
+    labeler: Labeler = instantiate(cfg.labels)
+    uses_embedding = (selector.budget > 0 or labeler.reveals) and selector.requires_embeddings
+    if uses_embedding and cfg.embedding.get("model") is not None and "channels" in cfg.embedding.model:
+        # the autoencoder halves the image once per entry of its channels: checked before it is built
+        check_image_size(int(cfg.image_size), len(cfg.embedding.model.channels))
+    embedding: Embedding | None = instantiate(cfg.embedding) if uses_embedding else None
+    pretraining = pretraining_of(cfg)
+    plan = classifier_plan(cfg, out_dir)
+    ssl_start = plan is not None and classifier_init(cfg) == SSL_START
+    if pretraining is None and ((embedding is not None and embedding.from_pretraining) or ssl_start):
+        raise ValueError(
+            "embedding=ssl and classifier.pretrained=ssl use the job's self-supervised pretraining: "
+            "add pretrain=ssl"
         )
+    return Job(
+        out_dir=out_dir,
+        seed=int(cfg.seed),
+        data=instantiate(cfg.data, _partial_=True),  # built (and its pool loaded) by the data stage
+        selector=selector,
+        labeler=labeler,
+        embedding=embedding,
+        pretraining=pretraining,
+        plan=plan,
+        dedup=dedup_settings(cfg.get("dedup")),
+        embedding_map=map_settings(cfg.get("embedding_map")),
+        trainers=trainers,
+        tracker=logger if isinstance(logger, JobTracker) else None,
+        cache_dir=Path(cfg.paths.cache_dir),
+        use_cache=bool(cfg.get("cache", True)),
+        keep=[p for paths in inputs.values() for p in paths if p.is_file()],
+        record={
+            "config_hash": config_hash(cfg),
+            "inputs": input_ids if input_ids is not None else input_digests(cfg),
+            "classifier_init": classifier_init(cfg) if plan is not None else None,
+        },
+    )
+
+
+@dataclass
+class _Outputs:
+    """What the stages of one job made, gathered for ``result.json``."""
+
+    datamodule: pl.LightningDataModule
+    dm: PoolSource  # the same datamodule, as the pool it holds
+    known: LabeledSet
+    duplicates: Dedup | None = None
+    pretrained_info: dict[str, Any] | None = None
+    embeddings: np.ndarray | None = None
+    embedding_info: dict[str, Any] = field(default_factory=dict)
+    selection: Selection | None = None
+    map_info: dict[str, Any] | None = None
+    classifier: ClassifierResult | None = None
+
+
+def run_job(job: Job) -> RunResult | None:
+    """The stages of ``job`` in order; rank 0 writes and returns the :class:`RunResult` (other ranks: ``None``)."""
+    pl.seed_everything(job.seed, workers=True)
+    timer = StageTimer()
+    t_start = time.perf_counter()
+    if job.tracker is not None:
+        job.tracker.tag(job_tags(job.selector, job.embedding, job.seed))
+    with timer("data"):
+        datamodule = job.data()
+        datamodule.setup("fit")
+    dm = _pool_source(datamodule)
+    out = _Outputs(datamodule, dm, known=job.labeler.known(dm.pool, list(dm.class_names)))
+    if job.selecting and job.dedup is not None and job.dedup.method == "dhash":
+        with timer("dedup"):
+            out.duplicates = find_duplicates(job.dedup, dm.pool, None)
+    _check_against_pool(job, out)
+    if is_rank_zero():
+        write_pool_files(job.out_dir, dm)
+    _embed(job, out, timer)
+    if job.selecting:
+        _select(job, out, timer)
+    if job.plan is not None:
+        _classify(job, job.plan, out, timer)
+    if not is_rank_zero():
+        return None
+    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
+    result = _result(job, out, timer.seconds)
+    result.write(job.out_dir / "result.json")
+    if job.tracker is not None:
+        job.tracker.log_result(result.to_dict(), dm.pool)
+    log.info("job done in %.1fs: %s", timer.seconds["total"], job.out_dir)
+    return result
+
+
+def _pool_source(datamodule: pl.LightningDataModule) -> PoolSource:
+    """The datamodule as the pool it holds, or an error naming what it lacks (a user's own ``data=``)."""
+    if not isinstance(datamodule, PoolSource):
+        raise TypeError(
+            f"data: {type(datamodule).__name__} holds no pool; a datamodule for imgselect sets pool, val and "
+            "class_names in setup() and has extraction() (build it on datamodules.pool.PoolDataModule)"
+        )
+    return datamodule
+
+
+def _excluded(out: _Outputs) -> np.ndarray:
+    """Pool indices the selection may not choose: labeled ones and near-duplicates."""
+    dups = out.duplicates.removed_indices() if out.duplicates is not None else np.zeros(0, dtype=np.int64)
+    return np.union1d(out.known.indices, dups)
+
+
+def _check_against_pool(job: Job, out: _Outputs) -> None:
+    """Every setting against the pool and each other, before any training (:func:`check_settings`)."""
+    pool, plan = out.dm.pool, job.plan
+    check_settings(
+        budget=job.selector.budget,
+        n_pool=len(pool),
+        folds=plan.folds if plan is not None else None,
+        pseudo_size=plan.pseudo_size if plan is not None else None,
+        image_size=int(pool.images.shape[-1]),
+        n_classes=len(out.dm.class_names),
+        source=pool.source,
+        n_known=len(out.known),
+        n_excluded=len(_excluded(out)),
+        reveals=job.labeler.reveals,
+        n_val=len(out.dm.val) if out.dm.val.labels is not None else 0,
+    )
+
+
+def _embed(job: Job, out: _Outputs, timer: StageTimer) -> None:
+    """The pretraining (trained once per pool, settings and seed, cached like the autoencoder) and the
+    selector's embedding (the pretraining's features for ``embedding=ssl``)."""
+    ctx = EmbedContext(
+        pool=out.dm.pool, datamodule=out.datamodule, out_dir=job.out_dir, seed=job.seed, trainers=job.trainers
+    )
+    pretrained = None
+    if job.pretraining is not None:
+        pretrained = embed_stage(job.pretraining, ctx, job.cache_dir, timer, use_cache=job.use_cache)
+        out.pretrained_info = pretrained.info
+    if job.embedding is None:
+        return
+    if job.embedding.from_pretraining and pretrained is not None:
+        out.embeddings, out.embedding_info = pretrained.embeddings, {**pretrained.info, "from": "pretrain"}
+    else:
+        emb = embed_stage(job.embedding, ctx, job.cache_dir, timer, use_cache=job.use_cache)
+        out.embeddings, out.embedding_info = emb.embeddings, emb.info
+
+
+def _select(job: Job, out: _Outputs, timer: StageTimer) -> None:
+    """Near-duplicates by the embedding, the selection (``selection.csv``), the labeling files and the map."""
+    pool, class_names = out.dm.pool, list(out.dm.class_names)
+    if job.dedup is not None and job.dedup.method == "embedding":
+        with timer("dedup"):
+            out.duplicates = find_duplicates(job.dedup, pool, out.embeddings)
+    exclude = {"labeled": out.known.indices}
+    if out.duplicates is not None:
+        exclude["duplicates"] = out.duplicates.removed_indices()
         if is_rank_zero():
-            write_pool_files(out_dir, dm)
-
-        ctx = EmbedContext(pool=pool, datamodule=dm, out_dir=out_dir, seed=seed, trainers=trainers)
-        use_cache = bool(cfg.get("cache", True))
-        pretrained = None
-        if pretraining is not None:  # trained once per pool, settings and seed (cached like the autoencoder)
-            pretrained = embed_stage(pretraining, ctx, cfg.paths.cache_dir, timer, use_cache=use_cache)
-        embeddings, embedding_info = None, {}
-        if isinstance(embedding, PretrainedEmbedding) and pretrained is not None:
-            embeddings, embedding_info = pretrained.embeddings, {**pretrained.info, "from": "pretrain"}
-        elif embedding is not None:
-            emb = embed_stage(embedding, ctx, cfg.paths.cache_dir, timer, use_cache=use_cache)
-            embeddings, embedding_info = emb.embeddings, emb.info
-        selection = None
-        if selecting:
-            if dedup is not None and dedup.method == "embedding":
-                with timer("dedup"):
-                    duplicates = find_duplicates(dedup, pool, embeddings)
-            exclude = {"labeled": known.indices}
-            if duplicates is not None:
-                exclude["duplicates"] = duplicates.removed_indices()
-                if is_rank_zero():
-                    write_duplicates(out_dir / "duplicates.csv", duplicates, pool)
-            with timer("selection"):
-                selection = select_stage(
-                    selector, pool, embeddings, n_classes, out_dir, exclude=exclude, keep=keep
-                )
-            if is_rank_zero():
-                write_labeling_files(out_dir, selection, pool, class_names, keep=keep)
-                if map_cfg is not None:
-                    with timer("embedding_map"):
-                        map_info = write_map(
-                            out_dir, map_cfg, pool, embeddings, selection, known, class_names, seed
-                        )
-
-        classifier: ClassifierResult | None = None
-        if plan is not None:
-            revealed = labeler.reveal(pool, selection.indices, class_names) if selection is not None else None
-            train = known.plus(revealed) if revealed is not None else known
-            new_picks = (
-                selection.indices if selection is not None and isinstance(labeler, FileLabels) else None
-            )
-            classifier = classifier_stage(plan, trainers, dm, train, timer, predict=new_picks)
-            if classifier.predictions is not None and selection is not None and is_rank_zero():
-                # the next round's tasks carry this model's guesses as pre-annotations
-                add_predictions(out_dir, classifier.predictions, class_names)
-
-        if not is_rank_zero():
-            return None
-        skipped = pool.skipped + dm.val.skipped
-        if skipped:
-            write_csv_atomic(out_dir / "skipped.csv", [("path", "reason"), *skipped])
-        timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-        chosen = selection.indices if selection is not None else np.zeros(0, dtype=np.int64)
-        chosen_labels = pool.labels[chosen] if pool.labels is not None else None
-        result = RunResult(
-            selector=selector.name,
-            pick=selector.pick,
-            embedding=embedding.name if embedding is not None else None,
-            budget=len(chosen),
-            seed=seed,
-            image_size=int(pool.images.shape[-1]),
-            pool_size=len(pool),
-            val_size=len(dm.val),
-            skipped_files=len(skipped),
-            classes=class_names,
-            selected_class_histogram=(
-                {name: int((chosen_labels == c).sum()) for c, name in enumerate(class_names)}
-                if chosen_labels is not None
-                else None
-            ),
-            folds=classifier.folds if classifier is not None else None,
-            pseudo_size=classifier.pseudo_size if classifier is not None else None,
-            metrics={
-                "before": classifier.before if classifier is not None else None,
-                "after": classifier.after if classifier is not None else None,
-            },
-            classifier=classifier.summary() if classifier is not None else {},
-            selection_notes=selection.notes if selection is not None else [],
-            selection_stats=selection.stats if selection is not None else {},
-            embedding_info=embedding_info,
-            timings_s=timer.seconds,
-            versions=versions(),
-            output_dir=str(out_dir),
-            config_hash=config_hash(cfg),
-            inputs=input_ids,
-            extra={
-                "labels": {
-                    "source": labeler.name,
-                    "known": len(known),
-                    "not_labeled_yet": known.unlabeled,
-                    "notes": known.notes,
-                },
-                **(
-                    {"dedup": {k.removeprefix("dedup_"): v for k, v in duplicates.stats().items()}}
-                    if duplicates is not None
-                    else {}
-                ),
-                **({"embedding_map": map_info} if map_info is not None else {}),
-                **pool_info(dm),
-                **({"pretrain": pretrained.info} if pretrained is not None else {}),
-                "classifier_init": classifier_init(cfg) if plan is not None else None,
-            },
+            write_duplicates(job.out_dir / "duplicates.csv", out.duplicates, pool)
+    with timer("selection"):
+        out.selection = select_stage(
+            job.selector, pool, out.embeddings, len(class_names), job.out_dir, exclude=exclude, keep=job.keep
         )
-        result.write(out_dir / "result.json")
-        if tracker is not None:
-            tracker.log_result(result.to_dict(), pool)
-        log.info("job done in %.1fs: %s", timer.seconds["total"], out_dir)
-        return metric_of(result.to_dict())
+    if not is_rank_zero():
+        return
+    write_labeling_files(job.out_dir, out.selection, pool, class_names, keep=job.keep)
+    if job.embedding_map is not None:
+        with timer("embedding_map"):
+            out.map_info = write_map(
+                job.out_dir,
+                job.embedding_map,
+                pool,
+                out.embeddings,
+                out.selection,
+                out.known,
+                class_names,
+                job.seed,
+            )
+
+
+def _classify(job: Job, plan: ClassifierPlan, out: _Outputs, timer: StageTimer) -> None:
+    """The classifier on the labels known and revealed; a person's new picks get its predictions as the next
+    round's pre-annotations."""
+    pool, class_names, selection = out.dm.pool, list(out.dm.class_names), out.selection
+    revealed = job.labeler.reveal(pool, selection.indices, class_names) if selection is not None else None
+    train = out.known.plus(revealed) if revealed is not None else out.known
+    new_picks = selection.indices if selection is not None and not job.labeler.reveals else None
+    out.classifier = classifier_stage(plan, job.trainers, out.dm, train, timer, predict=new_picks)
+    if out.classifier.predictions is not None and selection is not None and is_rank_zero():
+        add_predictions(job.out_dir, out.classifier.predictions, class_names)
+
+
+def _result(job: Job, out: _Outputs, timings: dict[str, float]) -> RunResult:
+    """``result.json`` of the job: what was chosen, the classifier's metrics, and how the job ran."""
+    dm, pool, clf, sel = out.dm, out.dm.pool, out.classifier, out.selection
+    skipped = pool.skipped + dm.val.skipped
+    if skipped:
+        write_csv_atomic(job.out_dir / "skipped.csv", [("path", "reason"), *skipped])
+    chosen = sel.indices if sel is not None else np.zeros(0, dtype=np.int64)
+    return RunResult(
+        selector=job.selector.name,
+        pick=job.selector.pick,
+        embedding=job.embedding.name if job.embedding is not None else None,
+        budget=len(chosen),
+        seed=job.seed,
+        image_size=int(pool.images.shape[-1]),
+        pool_size=len(pool),
+        val_size=len(dm.val),
+        skipped_files=len(skipped),
+        classes=list(dm.class_names),
+        selected_class_histogram=_histogram(pool, chosen, list(dm.class_names)),
+        folds=clf.folds if clf is not None else None,
+        pseudo_size=clf.pseudo_size if clf is not None else None,
+        metrics={
+            "before": clf.before if clf is not None else None,
+            "after": clf.after if clf is not None else None,
+        },
+        classifier=clf.summary() if clf is not None else {},
+        selection_notes=sel.notes if sel is not None else [],
+        selection_stats=sel.stats if sel is not None else {},
+        embedding_info=out.embedding_info,
+        timings_s=timings,
+        versions=versions(),
+        output_dir=str(job.out_dir),
+        config_hash=job.record["config_hash"],
+        inputs=job.record["inputs"],
+        extra=_extra(job, out),
+    )
+
+
+def _histogram(pool: ImageSet, chosen: np.ndarray, class_names: list[str]) -> dict[str, int] | None:
+    """Chosen images per class, when the pool's labels are known (a benchmark)."""
+    if pool.labels is None:
+        return None
+    labels = pool.labels[chosen]
+    return {name: int((labels == c).sum()) for c, name in enumerate(class_names)}
+
+
+def _extra(job: Job, out: _Outputs) -> dict[str, Any]:
+    """``result.json``'s other sections: labels, dedup, map, the video extraction, pretraining, start."""
+    extra: dict[str, Any] = {
+        "labels": {
+            "source": job.labeler.name,
+            "known": len(out.known),
+            "not_labeled_yet": out.known.unlabeled,
+            "notes": out.known.notes,
+        }
+    }
+    if out.duplicates is not None:
+        extra["dedup"] = {k.removeprefix("dedup_"): v for k, v in out.duplicates.stats().items()}
+    if out.map_info is not None:
+        extra["embedding_map"] = out.map_info
+    extra.update(pool_info(out.dm))
+    if out.pretrained_info is not None:
+        extra["pretrain"] = out.pretrained_info
+    extra["classifier_init"] = job.record["classifier_init"]
+    return extra

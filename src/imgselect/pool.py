@@ -134,3 +134,21 @@ class PoolSource(Protocol):
     pool: ImageSet
     val: ImageSet
     class_names: list[str]
+
+    def extraction(self) -> Extraction | None:
+        """How the pool's images were made from the source, when the datamodule made them (a video's
+        person crops); ``None`` for a pool read as it is (a folder, a dataset)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How a datamodule made its pool's images from its source (person crops of videos).
+
+    Attributes:
+        manifest: one row per pool image, header first: the job folder's ``manifest.csv``.
+        info: what the extraction did, for ``result.json`` (videos, frames, crops).
+    """
+
+    manifest: list[list[object]]
+    info: dict[str, object]

@@ -66,44 +66,56 @@ def check_settings(
             budget, n_pool, source, n_pool - n_excluded, f"{n_excluded} already labeled or near-duplicates"
         )
     n_train = n_known + (budget if reveals else 0)
-    if folds is not None and n_val == 0:
+    if folds is not None:
+        _check_classifier(folds, n_train, n_classes, n_val, budget, n_known, source)
+    if pseudo_size is not None:
+        _check_pseudo(pseudo_size, n_pool, n_train, n_classes, source)
+    check_image_size(image_size, halvings)
+
+
+def _check_classifier(
+    folds: int, n_train: int, n_classes: int, n_val: int | None, budget: int, n_known: int, source: str
+) -> None:
+    """The classifier's rules of :func:`check_settings`: validation images, labels, classes and folds."""
+    if n_val == 0:
         raise ValueError(
             f"no labeled validation image for {source}: the classifier's metrics need some. Give data.val=<a "
             f"folder with one subfolder per class, or a CSV of path,label>, or run with ~classifier to only choose"
         )
-    if folds is not None:
-        if n_train == 0:
-            raise ValueError(
-                "no labeled image to train the classifier on: run with ~classifier to choose images, label "
-                "them, then give the labels (labels=file labels.path=<filled CSV or Label Studio export>)"
-            )
-        if n_classes < 2:
-            raise ValueError(f"the task has {n_classes} class; a classifier needs 2 or more (data.classes)")
-        if folds < 1:
-            raise ValueError(f"folds={folds} must be at least 1 (1: one classifier trained on every label)")
-        if folds > n_train:
-            what = f"budget={budget}" if n_known == 0 else f"the {n_train} labeled images"
-            raise ValueError(
-                f"folds={folds} exceeds {what}: each fold needs at least one labeled image; "
-                f"set folds to at most {n_train} or label more images"
-            )
-    if pseudo_size is not None:
-        rest = n_pool - n_train
-        if pseudo_size < 0:
-            raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
-        if pseudo_size > rest:
-            # not an error: the default pseudo.size (1000) must keep working on a small folder
-            log.warning(
-                "pseudo.size=%d exceeds the images left unlabeled (%d in %s - %d labeled = %d): at most %d "
-                "pseudo-labels will be added",
-                pseudo_size, n_pool, source, n_train, rest, rest,
-            )  # fmt: skip
-        if 0 < pseudo_size < n_classes:
-            raise ValueError(
-                f"pseudo.size={pseudo_size} is split evenly over {n_classes} classes ({pseudo_size} // "
-                f"{n_classes} = 0 per class) and would add no pseudo-label; set it to 0 or at least {n_classes}"
-            )
-    check_image_size(image_size, halvings)
+    if n_train == 0:
+        raise ValueError(
+            "no labeled image to train the classifier on: run with ~classifier to choose images, label "
+            "them, then give the labels (labels=file labels.path=<filled CSV or Label Studio export>)"
+        )
+    if n_classes < 2:
+        raise ValueError(f"the task has {n_classes} class; a classifier needs 2 or more (data.classes)")
+    if folds < 1:
+        raise ValueError(f"folds={folds} must be at least 1 (1: one classifier trained on every label)")
+    if folds > n_train:
+        what = f"budget={budget}" if n_known == 0 else f"the {n_train} labeled images"
+        raise ValueError(
+            f"folds={folds} exceeds {what}: each fold needs at least one labeled image; "
+            f"set folds to at most {n_train} or label more images"
+        )
+
+
+def _check_pseudo(pseudo_size: int, n_pool: int, n_train: int, n_classes: int, source: str) -> None:
+    """The pseudo-labels' rules of :func:`check_settings`."""
+    rest = n_pool - n_train
+    if pseudo_size < 0:
+        raise ValueError(f"pseudo.size={pseudo_size} must be 0 (no pseudo-labels) or more")
+    if pseudo_size > rest:
+        # not an error: the default pseudo.size (1000) must keep working on a small folder
+        log.warning(
+            "pseudo.size=%d exceeds the images left unlabeled (%d in %s - %d labeled = %d): at most %d "
+            "pseudo-labels will be added",
+            pseudo_size, n_pool, source, n_train, rest, rest,
+        )  # fmt: skip
+    if 0 < pseudo_size < n_classes:
+        raise ValueError(
+            f"pseudo.size={pseudo_size} is split evenly over {n_classes} classes ({pseudo_size} // "
+            f"{n_classes} = 0 per class) and would add no pseudo-label; set it to 0 or at least {n_classes}"
+        )
 
 
 def check_image_size(image_size: int, halvings: int = 0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.jobs import run_job
+from imgselect.jobs import resume_or_run
 from imgselect.pipeline import run
 from tests.conftest import ROOT
 from tests.integration.test_labeling_roundtrip import _common
@@ -47,14 +47,16 @@ def test_a_filled_template_survives_a_rerun_in_its_own_folder(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path, pool: Path
 ) -> None:
     out = tmp_path / "out"
-    run_job(compose_cfg(*_select(pool), "budget=6"), run)  # round 1 chooses 6
+    resume_or_run(compose_cfg(*_select(pool), "budget=6"), run)  # round 1 chooses 6
     template = out / "labels_template.csv"
     first_selection = (out / "selection.csv").read_text()
     _fill(template, ["staff", "customer", "staff", "customer", "staff", ""])
     filled = template.read_bytes()
 
     round2 = _select(pool, "labels=file", f"labels.path={template}", "budget=3")
-    run_job(compose_cfg(*round2), run)  # round 2 in the same folder, reading the file it would have written
+    resume_or_run(
+        compose_cfg(*round2), run
+    )  # round 2 in the same folder, reading the file it would have written
     assert template.read_bytes() == filled  # before the fix: a blank template over the person's labels
     new_templates = sorted(out.glob("labels_template-*.csv"))
     assert len(new_templates) == 1
@@ -66,7 +68,7 @@ def test_a_filled_template_survives_a_rerun_in_its_own_folder(
     assert (earlier[0] / "label_studio" / "tasks.json").is_file()
     assert _result(out)["labels"]["known"] == 5
 
-    run_job(compose_cfg(*round2), run)  # the same command again: resumes, touches nothing
+    resume_or_run(compose_cfg(*round2), run)  # the same command again: resumes, touches nothing
     assert template.read_bytes() == filled
     assert len(list((out / "earlier").iterdir())) == 1
 
@@ -75,14 +77,14 @@ def test_a_rerun_after_an_edited_labels_file_recomputes(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path, pool: Path
 ) -> None:
     out, labels = tmp_path / "out", tmp_path / "labels.csv"
-    run_job(compose_cfg(*_select(pool), "budget=6"), run)
+    resume_or_run(compose_cfg(*_select(pool), "budget=6"), run)
     shutil.copy(out / "labels_template.csv", labels)
     _fill(labels, ["staff", "customer", "staff", "customer", "staff", "customer"])
     round2 = _select(pool, "labels=file", f"labels.path={labels}", "budget=2")
-    run_job(compose_cfg(*round2), run)
+    resume_or_run(compose_cfg(*round2), run)
     assert _result(out)["labels"]["known"] == 6
     _fill(labels, ["staff", "customer", "staff", "", "", ""])  # the person takes three labels back
-    run_job(compose_cfg(*round2), run)
+    resume_or_run(compose_cfg(*round2), run)
     result = _result(out)
     assert result["labels"]["known"] == 3  # before the fix: "already finished", known 6
     assert set(result["inputs"]) == {"labels.path", "data.pool_dir", "data.val"}
@@ -93,11 +95,11 @@ def test_a_rerun_after_the_pool_grew_recomputes(
 ) -> None:
     out = tmp_path / "out"
     cfg = _select(pool, "budget=4")
-    run_job(compose_cfg(*cfg), run)
+    resume_or_run(compose_cfg(*cfg), run)
     n = _result(out)["pool_size"]
     for i, f in enumerate(sorted(pool.glob("*.jpg"))[:5]):
         shutil.copy(f, pool / f"added_{i}.jpg")
-    run_job(compose_cfg(*cfg), run)
+    resume_or_run(compose_cfg(*cfg), run)
     assert _result(out)["pool_size"] == n + 5  # before the fix: the old result.json, pool_size n
     assert len(list((out / "earlier").glob("*/result.stale-*.json"))) == 1
 

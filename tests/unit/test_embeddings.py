@@ -173,6 +173,7 @@ class CountingEmbedding:
     name = "counting"
     seeded = True
     cacheable = True
+    from_pretraining = False
 
     def __init__(self, counter: Path) -> None:
         self.counter = counter

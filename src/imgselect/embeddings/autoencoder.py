@@ -41,6 +41,7 @@ class AutoencoderEmbedding:
     name = "autoencoder"
     seeded = True
     cacheable = True
+    from_pretraining = False
 
     def __init__(
         self, model: EmbeddingModel, epochs: int, batch_size: int, embed_batch_size: int = 512

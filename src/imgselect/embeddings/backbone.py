@@ -40,6 +40,7 @@ class BackboneEmbedding:
 
     name = "backbone"
     cacheable = True
+    from_pretraining = False
 
     def __init__(
         self,

@@ -58,11 +58,14 @@ class Embedding(Protocol):
         name: what result.json and the cache call it.
         seeded: the vectors depend on the job's seed (trained or randomly initialised networks).
         cacheable: worth caching (False for embeddings that are a file already).
+        from_pretraining: the vectors are the features of the job's pretraining (``pretrain=ssl``), which the
+            pipeline computes there; :meth:`compute` is never called.
     """
 
     name: str
     seeded: bool
     cacheable: bool
+    from_pretraining: bool
 
     def settings(self) -> dict[str, Any]:
         """Every setting that changes the vectors (the cache key and result.json use it)."""

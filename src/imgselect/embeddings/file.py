@@ -59,6 +59,7 @@ class FileEmbedding:
     name = "file"
     seeded = False
     cacheable = False
+    from_pretraining = False
 
     def __init__(self, path: str, ids: str | None = None) -> None:
         self.path = Path(path)

@@ -134,6 +134,7 @@ class PixelsEmbedding:
     name = "pixels"
     seeded = False
     cacheable = True
+    from_pretraining = False
 
     def __init__(self, size: int = 16, dim: int = 50, grayscale: bool = False, whiten: bool = False) -> None:
         if size < 1 or dim < 1:

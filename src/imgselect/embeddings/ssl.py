@@ -81,6 +81,7 @@ class SSLEmbedding:
     name = "ssl"
     seeded = True
     cacheable = True
+    from_pretraining = False
 
     def __init__(
         self,
@@ -155,6 +156,7 @@ class PretrainedEmbedding:
     name = "ssl"
     seeded = True
     cacheable = False
+    from_pretraining = True
 
     def settings(self) -> dict[str, Any]:
         return {"from": "pretrain"}

@@ -15,7 +15,7 @@ from imgselect.artifacts import write_csv_atomic
 from imgselect.embedding_map import project_2d, save_embedding_map
 from imgselect.embeddings.pixels import pixels_pca
 from imgselect.labels import LabeledSet
-from imgselect.pool import ImageSet
+from imgselect.pool import ImageSet, PoolSource
 from imgselect.selection.dedup import (
     DEFAULT_MAX_BITS,
     DEFAULT_MIN_SIMILARITY,
@@ -25,7 +25,6 @@ from imgselect.selection.dedup import (
     near_duplicates,
 )
 from imgselect.selection.selectors import Selection
-from imgselect.video import MANIFEST_COLUMNS, CropStats
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +79,17 @@ def write_duplicates(path: Path, found: Dedup, pool: ImageSet) -> None:
     write_csv_atomic(path, rows)
 
 
-def write_pool_files(out_dir: Path, dm: Any) -> None:
+def write_pool_files(out_dir: Path, dm: PoolSource) -> None:
     """A video pool's ``manifest.csv`` (crop id, file, video, frame, time, box, score) in the job folder."""
-    manifest = getattr(dm, "manifest", None)
-    if manifest:
-        root = Path(dm.crops_dir)
-        rows: list[list[object]] = [list(MANIFEST_COLUMNS)]
-        for r in manifest:
-            rows.append([r[c] if c != "path" else str(root / r[c]) for c in MANIFEST_COLUMNS])
-        write_csv_atomic(out_dir / "manifest.csv", rows)
+    extraction = dm.extraction()
+    if extraction is not None:
+        write_csv_atomic(out_dir / "manifest.csv", extraction.manifest)
 
 
-def pool_info(dm: Any) -> dict[str, Any]:
+def pool_info(dm: PoolSource) -> dict[str, Any]:
     """What a video pool's extraction did, for ``result.json``."""
-    stats: list[CropStats] | None = getattr(dm, "crop_stats", None)
-    if not stats:
-        return {}
-    return {
-        "video": {
-            "videos": [vars(s) for s in stats],
-            "crops": sum(s.crops for s in stats),
-        }
-    }
+    extraction = dm.extraction()
+    return dict(extraction.info) if extraction is not None else {}
 
 
 MAP_PIXEL_DIM = 50  # principal components of the pixels a map starts from when the selection has no embedding
