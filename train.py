@@ -1,5 +1,5 @@
 """Entry point: `python train.py` (one job) or `python train.py -m selector=ae,random budget=125,200` (a sweep).
-An installed package has the same command as `imgselect-train` (imgselect/cli.py)."""
+An installed package has the same command as `imgselect-train` (imgselect/run/cli.py)."""
 
 import os
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from imgselect.cli import exit_on_failures, job
+from imgselect.run.cli import exit_on_failures, job
 
 os.environ.setdefault("IMGSELECT_ROOT", str(Path(__file__).resolve().parent))
 

@@ -22,7 +22,7 @@ import torch
 from record import save_result
 
 from datamodules import FashionMNISTDataModule
-from imgselect.callbacks import embed_images
+from imgselect.run.callbacks import embed_images
 from imgselect.selection import KMeansSelector, RandomSelector
 from lightning_modules import AutoencoderModule
 

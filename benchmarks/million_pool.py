@@ -5,7 +5,7 @@
 
 The pool is Fashion-MNIST (train + test, 70,000 images) tiled to ``--n`` images: copy ``c`` of each image is
 shifted by a few pixels, mirrored every other copy and brightened or darkened, so no two images are equal. It
-is written through the pool store (:mod:`imgselect.poolstore`) as a folder pool's decoder writes it. Then, in
+is written through the pool store (:mod:`imgselect.io.poolstore`) as a folder pool's decoder writes it. Then, in
 a fresh process as a later job would: map the store, hash (dHash, the near-duplicate stage), embed (pixels
 16x16 -> PCA to ``--dim``, the embedding stage with its cache), load the cached embedding again (mapped),
 select (TypiClust at K = ``--k``: K-means on every point, then the most typical member of each cluster).
@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgselect.poolstore import Decoder, ImageSink, StoredPool  # noqa: E402
+from imgselect.io.poolstore import Decoder, ImageSink, StoredPool  # noqa: E402
 
 
 def _status() -> dict[str, int]:
@@ -98,7 +98,7 @@ def fashion_mnist() -> np.ndarray:
 
 
 def tiled_decoder(n: int, size: int) -> Decoder:
-    """A decoder for :func:`imgselect.poolstore.stored_pool` that writes ``n`` tiled images."""
+    """A decoder for :func:`imgselect.io.poolstore.stored_pool` that writes ``n`` tiled images."""
     from datamodules.images import resize_uint8
     from imgselect.pool import content_hash
 
@@ -131,8 +131,8 @@ def tiled_decoder(n: int, size: int) -> Decoder:
 
 def store(args: argparse.Namespace, decode: Decoder) -> StoredPool:
     """The benchmark's pool in the store under ``--work``, decoded by ``decode`` if it is not there yet."""
-    from imgselect.cache import cache_key
-    from imgselect.poolstore import stored_pool
+    from imgselect.io.cache import cache_key
+    from imgselect.io.poolstore import stored_pool
 
     key = cache_key(benchmark="million_pool", n=args.n, size=args.size)
     return stored_pool(args.work / "cache", key, args.size, decode, lambda kept: [f"tile:{i}" for i in kept])
@@ -152,7 +152,7 @@ def job(args: argparse.Namespace) -> dict[str, Any]:
     from imgselect.embeddings.base import EmbedContext
     from imgselect.embeddings.pixels import PixelsEmbedding
     from imgselect.pool import ImageSet, stream_fingerprint
-    from imgselect.runtime import StageTimer, TrainerFactory
+    from imgselect.run.runtime import StageTimer, TrainerFactory
     from imgselect.selection.dedup import dhash
     from imgselect.selection.kmeans import KMeansOptions
     from imgselect.selection.typiclust import TypiClustSelector

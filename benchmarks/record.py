@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from imgselect.artifacts import write_json_atomic
+from imgselect.io.artifacts import write_json_atomic
 
 
 def save_result(path: str | Path, command: str, **fields: Any) -> Path:

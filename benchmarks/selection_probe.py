@@ -270,7 +270,7 @@ def embed(
     from hydra.utils import instantiate
 
     from imgselect.embeddings.base import EmbedContext
-    from imgselect.runtime import StageTimer, TrainerFactory
+    from imgselect.run.runtime import StageTimer, TrainerFactory
     from imgselect.stages.embed import embed_stage
 
     with tempfile.TemporaryDirectory(prefix="selection_probe_") as out:

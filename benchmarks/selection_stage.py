@@ -18,8 +18,8 @@ import torch
 from record import save_result
 
 from datamodules import FashionMNISTDataModule
-from imgselect.artifacts import write_selection
-from imgselect.callbacks import embed_images
+from imgselect.io.artifacts import write_selection
+from imgselect.run.callbacks import embed_images
 from imgselect.selection import KMeansSelector
 from lightning_modules import AutoencoderModule
 

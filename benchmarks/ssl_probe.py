@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules import FashionMNISTDataModule  # noqa: E402
 from datamodules.fashion_mnist import CLASS_NAMES  # noqa: E402
-from imgselect.callbacks import embed_images  # noqa: E402
 from imgselect.embeddings.ssl import knn_probe  # noqa: E402
+from imgselect.run.callbacks import embed_images  # noqa: E402
 from lightning_modules.ssl import SimCLRModule  # noqa: E402
 
 

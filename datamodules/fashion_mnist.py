@@ -20,8 +20,8 @@ import torch
 
 from datamodules.images import resize_uint8
 from datamodules.pool import PoolDataModule
-from imgselect.artifacts import atomic_path
-from imgselect.cache import sha256_file
+from imgselect.io.artifacts import atomic_path
+from imgselect.io.cache import sha256_file
 from imgselect.pool import ImageSet, content_hash
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import numpy as np
 
 from datamodules.images import load_image_files, scan_images
 from datamodules.pool import PoolDataModule
-from imgselect.csvfiles import one_value_per_key, read_csv_rows
+from imgselect.io.csvfiles import one_value_per_key, read_csv_rows
 from imgselect.pool import ImageSet
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class FolderDataModule(PoolDataModule):
             pool is then exactly the listed files, which must lie under ``pool_dir``.
         image_size, batch_size, num_workers: see :class:`PoolDataModule`.
         num_threads: decoding threads.
-        cache_dir: the cache root; the decoded pool is kept there (:mod:`imgselect.poolstore`: one
+        cache_dir: the cache root; the decoded pool is kept there (:mod:`imgselect.io.poolstore`: one
             memory-mapped file, decoded once for a set of files and shared by later jobs and DDP processes).
             ``None``: every job decodes into memory.
         cache: ``False`` decodes into memory, as ``cache_dir=None`` does (the top-level ``cache`` setting).

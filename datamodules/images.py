@@ -18,10 +18,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from imgselect.io.poolstore import ArraySink, ImageSink, files_key, stored_pool
 from imgselect.pool import content_hash
-from imgselect.poolstore import ArraySink, ImageSink, files_key, stored_pool
-from imgselect.progress import track
-from imgselect.runtime import is_rank_zero
+from imgselect.run.progress import track
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def load_image_files(
     """Decode ``paths`` into one uint8 tensor, skipping the unreadable ones.
 
     Args:
-        store: a cache root: the pool is decoded once into its pool store (:mod:`imgselect.poolstore`) and
+        store: a cache root: the pool is decoded once into its pool store (:mod:`imgselect.io.poolstore`) and
             mapped from there by this and every later job with the same files; ``None``: decoded into memory.
     """
     if store is not None:

@@ -13,7 +13,7 @@ from datamodules.folder import load_validation, validation_listing
 from datamodules.images import load_image_files
 from datamodules.pool import PoolDataModule
 from imgselect.pool import Extraction, ImageSet
-from imgselect.runtime import is_rank_zero
+from imgselect.run.runtime import is_rank_zero
 from imgselect.video import (
     MANIFEST_COLUMNS,
     CropRules,
@@ -59,7 +59,7 @@ class VideoDataModule(PoolDataModule):
         crops: which detections become crops (:class:`imgselect.video.CropRules`).
         crops_dir: where the crops are cached (per video and settings).
         cache: reuse crops extracted before with the same video and settings, and the decoded crops.
-        cache_dir: the cache root the decoded crops are kept in (:mod:`imgselect.poolstore`); ``None``: every
+        cache_dir: the cache root the decoded crops are kept in (:mod:`imgselect.io.poolstore`); ``None``: every
             job decodes them into memory.
         classes: the task's classes (the labeling tool offers them); default: the validation set's.
         val: a labeled validation set (folder of class subfolders or CSV of path,label), or ``None``.

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from imgselect.artifacts import save_reconstructions
+from imgselect.io.artifacts import save_reconstructions
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from imgselect.weights import read_state_dict
+from imgselect.io.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 

@@ -66,8 +66,8 @@ def test_defaults_are_the_papers(compose_cfg: Callable[..., DictConfig]) -> None
 
 
 def test_progress_is_a_mode_outside_the_job_hash(compose_cfg: Callable[..., DictConfig]) -> None:
-    from imgselect.jobs import config_hash
-    from imgselect.progress import MODES
+    from imgselect.run.jobs import config_hash
+    from imgselect.run.progress import MODES
 
     def job(*overrides: str) -> DictConfig:  # as @hydra.main hands it to the job: without the hydra node
         cfg = compose_cfg(*overrides)
@@ -145,7 +145,7 @@ def test_logger(name: str, compose_cfg: Callable[..., DictConfig], monkeypatch: 
     cfg = compose_cfg(f"logger={name}")
     logger = instantiate(cfg.logger)
     if name == "wandb":  # one W&B run per job, opened by the pipeline: tests/integration/test_wandb.py
-        from imgselect.tracking import JobTracker
+        from imgselect.run.tracking import JobTracker
 
         assert isinstance(logger, JobTracker) and logger.project == "imgselect"
         with pytest.raises(RuntimeError, match="must open the job's run"):
@@ -219,7 +219,7 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
 
 def test_job_hash_ignores_where_the_job_lives(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     """A moved checkout or sweep folder resumes: paths (and what is built from them) are not in the hash."""
-    from imgselect.jobs import config_hash
+    from imgselect.run.jobs import config_hash
 
     def job(*overrides: str) -> DictConfig:
         cfg = compose_cfg(*overrides)
@@ -237,7 +237,7 @@ def test_job_hash_ignores_where_the_job_lives(compose_cfg: Callable[..., DictCon
 def test_job_hash_ignores_hydras_own_node(compose_cfg: Callable[..., DictConfig]) -> None:
     """Hydra's node (run folders with ${now:...}) never enters the hash: a re-run a second later resumes
     (found by a re-run test that failed whenever its two runs straddled a second)."""
-    from imgselect.jobs import config_hash
+    from imgselect.run.jobs import config_hash
 
     a, b = compose_cfg("hydra.run.dir=/x/one"), compose_cfg("hydra.run.dir=/x/two")
     assert config_hash(a) == config_hash(b)

@@ -21,8 +21,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.runtime import prepare_ddp_relaunch
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.runtime import prepare_ddp_relaunch
 from tests.conftest import CONF, ROOT
 from tests.test_sweep import _sweep_cmd
 

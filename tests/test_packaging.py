@@ -25,7 +25,7 @@ from packaging.version import Version
 from tests.conftest import CONF, ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SCRIPTS = {"imgselect-train": "imgselect.cli:train", "imgselect-report": "imgselect.report:main"}
+SCRIPTS = {"imgselect-train": "imgselect.run.cli:train", "imgselect-report": "imgselect.report:main"}
 FAISS_BUILDS = {"faiss-cpu", "faiss-gpu-cu12"}
 # lock -> (the extras it was compiled with, its FAISS build)
 LOCKS = {
@@ -144,7 +144,7 @@ def test_wheel_ships_conf_and_console_scripts(tmp_path: Path) -> None:
 def test_train_console_script_composes_the_packaged_conf(tmp_path: Path) -> None:
     """`imgselect-train` from another folder: Hydra's command line over the package's conf/, the job named
     `train` as with train.py (its log: <job>/train.log)."""
-    main = "import sys; from imgselect.cli import train; sys.argv[0] = 'imgselect-train'; train()"
+    main = "import sys; from imgselect.run.cli import train; sys.argv[0] = 'imgselect-train'; train()"
     out = subprocess.run(
         [sys.executable, "-c", main, "--cfg", "all", "experiment=cpu", "budget=7"],
         cwd=tmp_path,

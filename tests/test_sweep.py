@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgselect.artifacts import read_selection_csv
+from imgselect.io.artifacts import read_selection_csv
 from tests.conftest import sweep_command
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from imgselect.artifacts import atomic_path
+from imgselect.io.artifacts import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -15,7 +15,7 @@ import torch
 
 @dataclass
 class ImageSet:
-    """Decoded images, in memory or mapped from the pool store (:mod:`imgselect.poolstore`).
+    """Decoded images, in memory or mapped from the pool store (:mod:`imgselect.io.poolstore`).
 
     Attributes:
         images: ``(n, 3, h, w)`` uint8 tensor; read-only by contract (a mapped pool's pages are dropped
@@ -78,7 +78,7 @@ def stream_fingerprint(images: torch.Tensor, ids: list[str]) -> str:
 
 
 # start address -> (weak reference to the mmap, length) of every pool file mapped in this process
-# (imgselect.poolstore.map_images). Weak: a job that lets go of its pool (the next job of a sweep run in the same
+# (imgselect.io.poolstore.map_images). Weak: a job that lets go of its pool (the next job of a sweep run in the same
 # process maps it again) unmaps it; the entry is dropped then.
 _MAPS: dict[int, tuple[weakref.ref[mmap.mmap], int]] = {}
 

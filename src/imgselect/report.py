@@ -22,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from imgselect.artifacts import atomic_path, write_csv_atomic
-from imgselect.jobs import ERROR_FILE, FAILED, read_error
+from imgselect.io.artifacts import atomic_path, write_csv_atomic
+from imgselect.run.jobs import ERROR_FILE, FAILED, read_error
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,7 @@ def failed_since(sweep_dir: str | Path, since: float) -> list[Path]:
 class Table1Callback(_HydraCallback):
     """Hydra callback: write Table 1 into the sweep folder when a multirun ends.
 
-    It also adds the jobs that failed during this multirun to :data:`imgselect.jobs.FAILED`, so that
+    It also adds the jobs that failed during this multirun to :data:`imgselect.run.jobs.FAILED`, so that
     ``train.py`` exits with status 1 whatever the launcher: with ``hydra/launcher=slurm``, ``local`` or
     ``parallel`` the jobs run in other processes, and their failures are known here only by the
     ``error.json`` each wrote into its folder (written since the multirun started, less a margin for the
@@ -442,14 +442,14 @@ class Table1Callback(_HydraCallback):
 
 def track_table1(config: Any, sweep_dir: Path, paths: dict[str, Path], metric: str = "f1") -> None:
     """With ``logger=wandb``: Table 1, its figure and one row per finished job in a W&B run of ``job_type=summary``
-    in the sweep's group (:meth:`imgselect.tracking.WandbTracker.log_sweep`). A W&B failure is logged, not raised:
+    in the sweep's group (:meth:`imgselect.run.tracking.WandbTracker.log_sweep`). A W&B failure is logged, not raised:
     the table files are written."""
     logger_cfg = config.get("logger")
     if logger_cfg is None or not str(logger_cfg.get("_target_", "")).endswith(".WandbTracker"):
         return
     from hydra.utils import instantiate
 
-    from imgselect.tracking import csv_table
+    from imgselect.run.tracking import csv_table
 
     results, missing = collect(sweep_dir)
     jobs = [

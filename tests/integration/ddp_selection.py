@@ -17,8 +17,8 @@ import lightning.pytorch as pl
 import torch
 
 from datamodules.pool import PoolDataModule
-from imgselect.callbacks import EmbeddingCallback
 from imgselect.pool import ImageSet
+from imgselect.run.callbacks import EmbeddingCallback
 from imgselect.selection import KMeansSelector
 from imgselect.stages.select import select_stage
 from lightning_modules import AutoencoderModule

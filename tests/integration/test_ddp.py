@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.callbacks import embed_images
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.callbacks import embed_images
 from imgselect.selection import KMeansSelector
 from lightning_modules import AutoencoderModule
 

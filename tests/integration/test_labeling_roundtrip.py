@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.pipeline import run
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.pipeline import run
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.pipeline import run
+from imgselect.run.pipeline import run
 from tests.conftest import TINY
 
 FIXMATCH = ["semi=fixmatch", "semi.steps=4", "semi.steps_per_epoch=2", "semi.batch_size=4", "semi.mu=2"]

@@ -10,8 +10,8 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.pipeline import run
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.pipeline import run
 from tests.conftest import SELECT_ONLY, TINY
 
 
@@ -119,7 +119,7 @@ def test_autoencoder_cache_key_sees_the_training_batch(compose_cfg: Callable[...
     """Issue 11: data.batch_size (the autoencoder's training batch) was missing from its cache key."""
     from hydra.utils import instantiate
 
-    from imgselect.cache import cache_key
+    from imgselect.io.cache import cache_key
 
     keys = {
         cache_key(**instantiate(compose_cfg(*TINY, f"data.batch_size={b}").embedding).settings())

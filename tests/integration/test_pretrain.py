@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.pipeline import run
+from imgselect.run.pipeline import run
 from tests.conftest import TINY
 
 SSL = [

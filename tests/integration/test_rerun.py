@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.jobs import resume_or_run
-from imgselect.pipeline import run
+from imgselect.run.jobs import resume_or_run
+from imgselect.run.pipeline import run
 from tests.conftest import ROOT
 from tests.integration.test_labeling_roundtrip import _common
 

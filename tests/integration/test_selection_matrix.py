@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.pipeline import run
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.pipeline import run
 from tests.conftest import CONF, SELECT_ONLY
 
 SELECTORS = sorted(p.stem for p in (CONF / "selector").glob("*.yaml") if not p.stem.startswith("_"))

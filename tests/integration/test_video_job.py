@@ -17,8 +17,8 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.pipeline import run
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.pipeline import run
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 ROOT = Path(__file__).resolve().parents[2]

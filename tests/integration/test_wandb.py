@@ -19,8 +19,8 @@ import pytest
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.pipeline import run
+from imgselect.io.artifacts import read_selection_csv
+from imgselect.run.pipeline import run
 from tests.conftest import ROOT, SELECT_ONLY, TINY, sweep_command
 
 _BLOCK = 32768  # the log's block size; a record header is 7 bytes: crc32 (4), length (2), type (1)

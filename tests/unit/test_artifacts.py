@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from imgselect.artifacts import (
+from imgselect.embeddings.file import read_ids
+from imgselect.io.artifacts import (
     read_selection_csv,
     save_confusion_matrices,
     save_contact_sheet,
@@ -20,7 +21,6 @@ from imgselect.artifacts import (
     write_json_atomic,
     write_selection_csv,
 )
-from imgselect.embeddings.file import read_ids
 from imgselect.selection.selectors import Selection
 
 IDS = ['=HYPERLINK("http://evil","x").png', "+cmd.png", "@a.png", "plain.png", "-", "'=q.png"]
@@ -104,7 +104,7 @@ class TestAtomicWrites:
                 out.write(b"\x89PNG half a picture")
             raise OSError("disk full")
 
-        monkeypatch.setattr("imgselect.artifacts.save_image", lambda tensor, fp, **kw: broken(tensor, fp))
+        monkeypatch.setattr("imgselect.io.artifacts.save_image", lambda tensor, fp, **kw: broken(tensor, fp))
         monkeypatch.setattr("matplotlib.figure.Figure.savefig", broken)
         with pytest.raises(OSError, match="disk full"):
             draw()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 
-from imgselect.pipeline import _pool_source, build_job
+from imgselect.run.pipeline import _pool_source, build_job
 
 
 def test_the_job_holds_what_the_config_names(compose_cfg) -> None:

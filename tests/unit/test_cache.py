@@ -1,4 +1,4 @@
-"""The cache CLI (python -m imgselect.cache list|clear) on a cache made with CacheEntry."""
+"""The cache CLI (python -m imgselect.io.cache list|clear) on a cache made with CacheEntry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imgselect.cache import MARKER, CacheEntry, CacheNotWritable, cache_key, is_marked, list_entries, main
+from imgselect.io.cache import MARKER, CacheEntry, CacheNotWritable, cache_key, is_marked, list_entries, main
 
 
 def _entry(root: Path, kind: str, n_bytes: int, **key: object) -> CacheEntry:
@@ -210,7 +210,7 @@ class TestUnwritableCache:
 
 def test_runs_as_a_module(cache: dict[str, CacheEntry]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "imgselect.cache", "list", "--cache-dir", str(_root(cache))],
+        [sys.executable, "-m", "imgselect.io.cache", "list", "--cache-dir", str(_root(cache))],
         capture_output=True,
         text=True,
         timeout=60,

@@ -109,7 +109,7 @@ def test_a_rerun_replaces_a_killed_runs_checkpoint(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from imgselect.runtime import TrainerFactory
+    from imgselect.run.runtime import TrainerFactory
     from imgselect.stages.classify import ClassifierPlan, train_classifier
 
     plan = ClassifierPlan(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imgselect.csvfiles import formula_restore, formula_safe, one_value_per_key
+from imgselect.io.csvfiles import formula_restore, formula_safe, one_value_per_key
 
 
 class TestFormulaCells:

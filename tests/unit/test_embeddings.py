@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from imgselect.cache import CacheEntry, cache_key
 from imgselect.embeddings import BackboneEmbedding, EmbedContext, FileEmbedding, PixelsEmbedding
 from imgselect.embeddings.pixels import downscale, pca
+from imgselect.io.cache import CacheEntry, cache_key
 from imgselect.pool import ImageSet
-from imgselect.runtime import StageTimer, TrainerFactory
+from imgselect.run.runtime import StageTimer, TrainerFactory
 from imgselect.stages.embed import embed_stage
 
 

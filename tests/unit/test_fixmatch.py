@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgselect.runtime import TrainerFactory
+from imgselect.run.runtime import TrainerFactory
 from imgselect.stages.classify import ClassifierPlan, FixMatchPlan, train_fixmatch
 from lightning_modules import ClassifierModule, FixMatchModule, StrongAugment, flex_thresholds
 

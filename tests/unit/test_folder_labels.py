@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datamodules import FolderDataModule
-from imgselect.labels import OracleLabels
+from imgselect.labeling.labels import OracleLabels
 
 
 def _folder(paths: dict[str, Path], pool_labels: str | None, **kw: object) -> FolderDataModule:

@@ -1,4 +1,4 @@
-"""A job's folder across re-runs (imgselect.jobfolder): input identity, earlier outputs kept, a person's files
+"""A job's folder across re-runs (imgselect.run.jobfolder): input identity, earlier outputs kept, a person's files
 never written over, one job per folder, workers that end with their sweep, input files checked first."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from imgselect.jobfolder import (
+from imgselect.run.jobfolder import (
     JobBusy,
     check_writable,
     free_name,
@@ -25,7 +25,7 @@ from imgselect.jobfolder import (
     job_lock,
     keep_earlier_outputs,
 )
-from imgselect.settings import check_image_size, check_input_files, check_numbers
+from imgselect.run.settings import check_image_size, check_input_files, check_numbers
 from tests.conftest import ROOT
 
 
@@ -113,7 +113,7 @@ class TestEarlierOutputs:
 
 class TestOneJobPerFolder:
     def test_a_second_process_is_refused_while_a_job_runs(self, tmp_path: Path) -> None:
-        script = f"from pathlib import Path; from imgselect.jobfolder import job_lock, JobBusy\ntry:\n    with job_lock(Path({str(tmp_path)!r})): pass\nexcept JobBusy as e:\n    print('BUSY', e)\n"
+        script = f"from pathlib import Path; from imgselect.run.jobfolder import job_lock, JobBusy\ntry:\n    with job_lock(Path({str(tmp_path)!r})): pass\nexcept JobBusy as e:\n    print('BUSY', e)\n"
         with job_lock(tmp_path):
             busy = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
         assert (
@@ -168,7 +168,7 @@ def test_a_worker_ends_when_its_sweep_is_killed(tmp_path: Path) -> None:
 
         def job():
             import os
-            from imgselect.jobfolder import die_with_parent
+            from imgselect.run.jobfolder import die_with_parent
             die_with_parent(interval=0.1)
             Path({str(pidfile)!r}).write_text(str(os.getpid()))
             time.sleep(8)
@@ -233,7 +233,7 @@ def test_a_worker_does_not_start_a_job_after_its_sweep_was_killed(tmp_path: Path
             Path({str(ready)!r}).write_text(str(os.getpid()))
             while os.getppid() == mp.parent_process().pid:  # the job starts once the sweep is gone
                 time.sleep(0.05)
-            from imgselect.jobfolder import die_with_parent
+            from imgselect.run.jobfolder import die_with_parent
             die_with_parent(interval=0.1)
             Path({str(ran)!r}).write_text("ran after the sweep died")
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgselect.artifacts import save_numbered_sheet
-from imgselect.labeling import label_studio_config, write_label_studio, write_labels_template
-from imgselect.labels import FileLabels
+from imgselect.io.artifacts import save_numbered_sheet
+from imgselect.labeling.labels import FileLabels
+from imgselect.labeling.tasks import label_studio_config, write_label_studio, write_labels_template
 from imgselect.pool import ImageSet, content_hash
 from imgselect.selection.selectors import Selection
 

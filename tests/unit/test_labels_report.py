@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from imgselect.artifacts import write_selection_csv
-from imgselect.labels import FileLabels, OracleLabels, read_label_file
+from imgselect.io.artifacts import write_selection_csv
+from imgselect.labeling.labels import FileLabels, OracleLabels, read_label_file
 from imgselect.pool import ImageSet
 from imgselect.report import ceilings_of, efficiency_points, write_table1
 from imgselect.report import main as report_main

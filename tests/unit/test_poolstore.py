@@ -17,12 +17,12 @@ import torch
 import datamodules.images as images_module
 from datamodules import FolderDataModule
 from imgselect import pool as pool_module
-from imgselect.cache import list_entries
-from imgselect.callbacks import embed_images
 from imgselect.embeddings import pixels as pixels_module
 from imgselect.embeddings.pixels import pixels_pca
+from imgselect.io.cache import list_entries
+from imgselect.io.poolstore import ImageSink, map_images, stored_pool
 from imgselect.pool import ImageSet, scan, stream_fingerprint
-from imgselect.poolstore import ImageSink, map_images, stored_pool
+from imgselect.run.callbacks import embed_images
 from imgselect.selection.kmeans import count_nonfinite_rows
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from imgselect import progress as progress_module
-from imgselect.callbacks import EpochLog, embed_images
-from imgselect.progress import Progress, display, format_duration, set_progress_mode, track
-from imgselect.runtime import TrainerFactory
+from imgselect.run import progress as progress_module
+from imgselect.run.callbacks import EpochLog, embed_images
+from imgselect.run.progress import Progress, display, format_duration, set_progress_mode, track
+from imgselect.run.runtime import TrainerFactory
 
 
 class Stream(io.StringIO):
@@ -69,7 +69,7 @@ def test_log_lines_every_10_percent_and_30_seconds_then_the_rate(caplog: pytest.
         for _ in range(100):
             clock.now += 1.0  # one image a second: 30 s pass before 10 %, so a line every 30 images
             p.advance()
-    assert messages(caplog, "imgselect.progress") == [
+    assert messages(caplog, "imgselect.run.progress") == [
         "Decoding pool (data/pool): 30/100 images (30%), 1.0 images/s, 1 min 10 s left",
         "Decoding pool (data/pool): 60/100 images (60%), 1.0 images/s, 40 s left",
         "Decoding pool (data/pool): 90/100 images (90%), 1.0 images/s, 10 s left",
@@ -84,7 +84,7 @@ def test_log_lines_at_least_30_seconds_apart(caplog: pytest.LogCaptureFixture) -
         for _ in range(10):
             clock.now += 20.0  # 10 % each time, but 30 s between lines: every other batch
             p.advance(1000)
-    assert messages(caplog, "imgselect.progress") == [
+    assert messages(caplog, "imgselect.run.progress") == [
         "Embedding pool: 2,000/10,000 images (20%), 50 images/s, 2 min 40 s left",
         "Embedding pool: 4,000/10,000 images (40%), 50 images/s, 2 min 00 s left",
         "Embedding pool: 6,000/10,000 images (60%), 50 images/s, 1 min 20 s left",
@@ -100,7 +100,7 @@ def test_a_fast_step_logs_only_its_final_line(caplog: pytest.LogCaptureFixture) 
         for _ in range(10):
             clock.now += 0.5
             p.advance(1000)
-    assert messages(caplog, "imgselect.progress") == [
+    assert messages(caplog, "imgselect.run.progress") == [
         "Embedding pool: 10,000 images in 5.0 s (2,000 images/s)"
     ]
 
@@ -112,7 +112,7 @@ def test_a_terminal_gets_a_bar_and_the_log_only_the_final_line(
     terminal = Stream(tty=True)
     monkeypatch.setattr("sys.stderr", terminal)
     assert list(track(range(50), "Decoding pool", "images")) == list(range(50))
-    [line] = messages(caplog, "imgselect.progress")
+    [line] = messages(caplog, "imgselect.run.progress")
     assert line.startswith("Decoding pool: 50 images in ")
     assert "Decoding pool" in terminal.getvalue()  # the bar was drawn on stderr
 
@@ -123,7 +123,7 @@ def test_nothing_when_disabled_or_none(caplog: pytest.LogCaptureFixture) -> None
     set_progress_mode("none")
     out = embed_images(lambda x: x.float().flatten(1), torch.zeros(5, 1, 2, 2, dtype=torch.uint8), 2)
     assert out.shape == (5, 4)
-    assert messages(caplog, "imgselect.progress") == []
+    assert messages(caplog, "imgselect.run.progress") == []
 
 
 def test_embed_images_ends_with_a_rate_line(
@@ -133,7 +133,7 @@ def test_embed_images_ends_with_a_rate_line(
     monkeypatch.setattr("sys.stderr", Stream(tty=False))
     images = torch.zeros(5, 1, 2, 2, dtype=torch.uint8)
     embed_images(lambda x: x.float().flatten(1), images, 2, description="Predicting validation (fold 0)")
-    [line] = messages(caplog, "imgselect.progress")
+    [line] = messages(caplog, "imgselect.run.progress")
     assert line.startswith("Predicting validation (fold 0): 5 images in ") and "images/s" in line
 
 
@@ -185,7 +185,7 @@ def test_without_a_terminal_training_logs_one_line_per_epoch(
     trainer = factory(tmp_path)("classifier_fold0", 2, [])
     assert trainer.progress_bar_callback is None  # no bar redrawn into a log file
     trainer.fit(TwoLayers(), loader, loader)
-    lines = messages(caplog, "imgselect.callbacks")
+    lines = messages(caplog, "imgselect.run.callbacks")
     assert len(lines) == 2
     for epoch, line in enumerate(lines, 1):
         assert line.startswith(f"classifier_fold0: epoch {epoch}/2, train/loss ")
@@ -219,7 +219,9 @@ def test_many_epochs_log_about_twenty_lines(tmp_path: Path, caplog: pytest.LogCa
         "classifier_final", 45, []
     )
     trainer.fit(TwoLayers(), loader, loader)
-    epochs = [int(line.split("epoch ")[1].split("/")[0]) for line in messages(caplog, "imgselect.callbacks")]
+    epochs = [
+        int(line.split("epoch ")[1].split("/")[0]) for line in messages(caplog, "imgselect.run.callbacks")
+    ]
     assert epochs == [1, *range(3, 45, 3), 45]  # every 3rd (45 / 20 rounded up), the first and the last
 
 
@@ -233,6 +235,6 @@ def test_decoding_a_folder_ends_with_a_rate_line(
     paths = list_images(image_folder["pool"])
     decoded = load_image_files(paths, 8, 1, f"Decoding pool ({image_folder['pool']})")
     images, skipped = decoded.images, decoded.skipped
-    [line] = messages(caplog, "imgselect.progress")
+    [line] = messages(caplog, "imgselect.run.progress")
     assert line.startswith(f"Decoding pool ({image_folder['pool']}): {len(paths)} images in ")
     assert len(images) + len(skipped) == len(paths)

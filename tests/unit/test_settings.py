@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from imgselect.run.settings import check_settings
 from imgselect.selection import check_budget
-from imgselect.settings import check_settings
 
 OK: dict[str, Any] = dict(
     budget=10, n_pool=100, folds=3, pseudo_size=50, image_size=64, n_classes=2, source="data/pool", halvings=3
@@ -59,7 +59,7 @@ class TestCheckSettings:
 
 def test_pseudo_size_above_the_unlabeled_images_warns(caplog: pytest.LogCaptureFixture) -> None:
     """The default pseudo.size (1000) keeps working on a small folder: a warning, not an error."""
-    with caplog.at_level("WARNING", logger="imgselect.settings"):
+    with caplog.at_level("WARNING", logger="imgselect.run.settings"):
         check_settings(**{**OK, "pseudo_size": 91})
     assert (
         "pseudo.size=91 exceeds the images left unlabeled (100 in data/pool - 10 labeled = 90)" in caplog.text

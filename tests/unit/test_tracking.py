@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from imgselect.tracking import StageLogger, TrackedJob, WandbTracker, summary_of, tracking
+from imgselect.run.tracking import StageLogger, TrackedJob, WandbTracker, summary_of, tracking
 
 
 def test_summary_flattens_numbers_and_names_the_f1() -> None:

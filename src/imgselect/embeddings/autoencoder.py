@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import lightning.pytorch as pl
 import torch
 
-from imgselect.callbacks import EmbeddingCallback
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.runtime import is_rank_zero
+from imgselect.run.callbacks import EmbeddingCallback
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from imgselect.cache import sha256_file
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.progress import Progress
-from imgselect.runtime import is_rank_zero
-from imgselect.weights import read_state_dict
+from imgselect.io.cache import sha256_file
+from imgselect.io.weights import read_state_dict
+from imgselect.run.progress import Progress
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 
 from imgselect.pool import ImageSet
-from imgselect.runtime import TrainerFactory
+from imgselect.run.runtime import TrainerFactory
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from imgselect.csvfiles import formula_restore, read_user_text
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.io.csvfiles import formula_restore, read_user_text
 
 log = logging.getLogger(__name__)
 

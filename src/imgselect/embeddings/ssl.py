@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from imgselect.artifacts import atomic_path, write_json_atomic
-from imgselect.callbacks import embed_images
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.runtime import is_rank_zero
+from imgselect.io.artifacts import atomic_path, write_json_atomic
+from imgselect.run.callbacks import embed_images
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 

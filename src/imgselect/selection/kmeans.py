@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imgselect.progress import format_duration, format_rate
+from imgselect.run.progress import format_duration, format_rate
 
 log = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ class Selector(Protocol):
         the selectors here default all but ``n_pool``).
 
         The caller makes sure that ``1 <= budget <= n_pool`` (the job checks it once, before any training:
-        :func:`imgselect.settings.check_settings`); selectors do not check it again.
+        :func:`imgselect.run.settings.check_settings`); selectors do not check it again.
 
         Args:
             n_pool: number of readable images in the pool.
@@ -170,7 +170,7 @@ def check_budget(
     """Raise a clear error when ``budget`` cannot be met from ``n_pool`` readable images, or from the
     ``n_left`` of them the selection may still choose (``excluded`` says what was set aside).
 
-    The job's one check of the budget, made by :func:`imgselect.settings.check_settings` before any training;
+    The job's one check of the budget, made by :func:`imgselect.run.settings.check_settings` before any training;
     selectors assume a budget that passed it."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"budget must be an integer, got {budget!r}")

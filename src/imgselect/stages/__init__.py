@@ -1,2 +1,2 @@
 """The stages of one job, each a function with typed inputs: embed -> select -> classify (labels, k-fold
-classifiers, pseudo-labels, final classifier). :func:`imgselect.pipeline.run` reads the config and calls them."""
+classifiers, pseudo-labels, final classifier). :func:`imgselect.run.pipeline.run` reads the config and calls them."""

@@ -16,11 +16,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
-from imgselect.artifacts import atomic_path, save_confusion_matrices
-from imgselect.callbacks import embed_images
-from imgselect.labels import LabeledSet
+from imgselect.io.artifacts import atomic_path, save_confusion_matrices
+from imgselect.labeling.labels import LabeledSet
 from imgselect.pool import ImageSet, PoolSource
-from imgselect.runtime import StageTimer, TrainerFactory, is_rank_zero
+from imgselect.run.callbacks import embed_images
+from imgselect.run.runtime import StageTimer, TrainerFactory, is_rank_zero
 from imgselect.semisupervised import (
     choose_pseudo_labels,
     classification_metrics,

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from imgselect.artifacts import atomic_path, write_json_atomic
-from imgselect.cache import CacheEntry, cache_key, link_or_copy
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.file import IDS_SUFFIX
-from imgselect.runtime import StageTimer, is_rank_zero
+from imgselect.io.artifacts import atomic_path, write_json_atomic
+from imgselect.io.cache import CacheEntry, cache_key, link_or_copy
+from imgselect.run.runtime import StageTimer, is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from imgselect.artifacts import write_csv_atomic
 from imgselect.embedding_map import project_2d, save_embedding_map
 from imgselect.embeddings.pixels import pixels_pca
-from imgselect.labels import LabeledSet
+from imgselect.io.artifacts import write_csv_atomic
+from imgselect.labeling.labels import LabeledSet
 from imgselect.pool import ImageSet, PoolSource
 from imgselect.selection.dedup import (
     DEFAULT_MAX_BITS,

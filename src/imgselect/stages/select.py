@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from imgselect.artifacts import write_selection
+from imgselect.io.artifacts import write_selection
 from imgselect.pool import ImageSet
-from imgselect.runtime import is_rank_zero
+from imgselect.run.runtime import is_rank_zero
 from imgselect.selection.selectors import Selection, Selector
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def select_stage(
     a person labeled is left as it is and the new one gets another name).
 
     The budget is checked against the pool once, before any training, by
-    :func:`imgselect.settings.check_settings`, and selectors assume it fits; this stage refuses only what that
+    :func:`imgselect.run.settings.check_settings`, and selectors assume it fits; this stage refuses only what that
     check could not see: a pool that near-duplicates found on the embeddings (``dedup=embedding``) left smaller
     than the budget.
 

@@ -38,10 +38,10 @@ from typing import Any, Protocol, runtime_checkable
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from imgselect.artifacts import read_selection_csv
-from imgselect.jobs import metric_of
+from imgselect.io.artifacts import read_selection_csv
 from imgselect.pool import ImageSet
-from imgselect.runtime import is_rank_zero
+from imgselect.run.jobs import metric_of
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ thousands of lines. So what is shown depends on the process-wide mode (the ``pro
 - ``none``: nothing.
 
 Every mode but ``none`` ends a step with one line giving the count, the time and the rate, so the job's log
-file (Hydra writes one per job) says how long each step took. :class:`imgselect.runtime.TrainerFactory`
+file (Hydra writes one per job) says how long each step took. :class:`imgselect.run.runtime.TrainerFactory`
 follows the same mode for Lightning's own progress bar.
 """
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from imgselect.cache import cache_key
+from imgselect.io.cache import cache_key
 
 log = logging.getLogger(__name__)
 

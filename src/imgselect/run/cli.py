@@ -16,24 +16,24 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def job(cfg: DictConfig) -> float | None:
-    """One Hydra job of ``train.py`` or ``imgselect-train``: :func:`imgselect.pipeline.run` through
-    :func:`imgselect.jobs.resume_or_run` (resume, failures recorded in a multirun)."""
+    """One Hydra job of ``train.py`` or ``imgselect-train``: :func:`imgselect.run.pipeline.run` through
+    :func:`imgselect.run.jobs.resume_or_run` (resume, failures recorded in a multirun)."""
     from imgselect.selection.kmeans import require_faiss
 
     require_faiss()  # before any training: without FAISS the job would fail at selection, minutes later
-    from imgselect.jobs import resume_or_run
-    from imgselect.pipeline import run
+    from imgselect.run.jobs import resume_or_run
+    from imgselect.run.pipeline import run
 
     return resume_or_run(cfg, run)
 
 
 def exit_on_failures() -> None:
-    """Exit with status 1 when a multirun went on past failed jobs (:data:`imgselect.jobs.FAILED`)."""
-    from imgselect.jobs import FAILED
+    """Exit with status 1 when a multirun went on past failed jobs (:data:`imgselect.run.jobs.FAILED`)."""
+    from imgselect.run.jobs import FAILED
 
     if FAILED:
         print(f"{len(FAILED)} job(s) failed: " + ", ".join(FAILED), file=sys.stderr)

@@ -21,8 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 import imgselect
-from imgselect.callbacks import EpochLog
-from imgselect.progress import ProgressMode, display
+from imgselect.run.callbacks import EpochLog
+from imgselect.run.progress import ProgressMode, display
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,14 @@ class TrainerFactory:
 
     Attributes:
         trainer: a partial of ``lightning.pytorch.Trainer`` (hardware only: the ``trainer`` config group).
-        logger: a partial of a Lightning logger taking ``name=``, or a :class:`imgselect.tracking.JobTracker`
+        logger: a partial of a Lightning logger taking ``name=``, or a :class:`imgselect.run.tracking.JobTracker`
             (``None``: no logger).
         out_dir: the job folder; each stage logs under ``out_dir / stage``.
         precision: the trainer's precision (part of cache keys: it changes trained weights).
         strategy: the trainer's strategy (``ddp`` relaunches the script; see :func:`prepare_ddp_relaunch`).
-        progress: how training shows its progress (:mod:`imgselect.progress`; ``None``: the process-wide mode,
+        progress: how training shows its progress (:mod:`imgselect.run.progress`; ``None``: the process-wide mode,
             the ``progress`` key): ``rich`` / ``tqdm``: Lightning's bar of that kind; ``log``: no bar, one log
-            line per epoch (:class:`imgselect.callbacks.EpochLog`); ``none``: neither.
+            line per epoch (:class:`imgselect.run.callbacks.EpochLog`); ``none``: neither.
     """
 
     trainer: Callable[..., pl.Trainer]

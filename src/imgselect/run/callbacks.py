@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from imgselect.pool import PoolSource, scan
-from imgselect.progress import Progress, format_duration
+from imgselect.run.progress import Progress, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def embed_images(
     index: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Apply ``embed`` (an embedding or a prediction) to uint8 ``images`` in batches; returns ``(n, d)``
-    float32 on the CPU. ``progress``: show it (:mod:`imgselect.progress`) under ``description``.
+    float32 on the CPU. ``progress``: show it (:mod:`imgselect.run.progress`) under ``description``.
 
     ``index``: embed only ``images[index]``, gathered one batch at a time (a memory-mapped pool is never
     copied whole). The output is allocated once, when the first batch gives its width.

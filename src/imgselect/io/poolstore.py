@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from imgselect.cache import CacheEntry, cache_key
+from imgselect.io.cache import CacheEntry, cache_key
 from imgselect.pool import FINGERPRINT_CHUNK, register_map
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def map_images(path: Path, n: int, size: int) -> torch.Tensor:
     if actual != expected:
         raise RuntimeError(
             f"{path} holds {actual:,} bytes, not the {expected:,} of {n:,} images of 3x{size}x{size}: the "
-            f"decoded pool is damaged; delete its folder {path.parent} (or run `python -m imgselect.cache "
+            f"decoded pool is damaged; delete its folder {path.parent} (or run `python -m imgselect.io.cache "
             f"clear --kind pools --yes`) and it is decoded again"
         )
     if n == 0:
@@ -188,7 +188,7 @@ def stored_pool(
     if len(ids) != n or len(hashes) != n or int(meta["size"]) != size:
         raise RuntimeError(
             f"the decoded pool at {entry.path} is inconsistent ({n} images, {len(ids)} ids, {len(hashes)} "
-            f"hashes, size {meta['size']} for {size}); delete that folder (or run `python -m imgselect.cache "
+            f"hashes, size {meta['size']} for {size}); delete that folder (or run `python -m imgselect.io.cache "
             f"clear --kind pools --yes`) and it is decoded again"
         )
     if not built:

@@ -1,7 +1,7 @@
 """What a person labels from: a numbered contact sheet, a CSV template and Label Studio tasks.
 
 Every one of them numbers the chosen images the same way: tile ``n`` is row ``n`` of ``selection.csv``, and
-carries the image's content hash, the key labels are read back by (:mod:`imgselect.labels`).
+carries the image's content hash, the key labels are read back by (:mod:`imgselect.labeling.labels`).
 
 Label Studio (``label_studio/`` in the job folder; ``HOW_TO_LABEL.txt`` there spells it out with the job's
 paths): start it with local-file serving rooted at ``<job>/label_studio``, create a project with ``config.xml``
@@ -25,9 +25,9 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from PIL import Image
 
-from imgselect.artifacts import atomic_path, write_csv_atomic, write_json_atomic
-from imgselect.jobfolder import free_name
+from imgselect.io.artifacts import atomic_path, write_csv_atomic, write_json_atomic
 from imgselect.pool import ImageSet
+from imgselect.run.jobfolder import free_name
 from imgselect.selection.selectors import Selection
 
 TEMPLATE_COLUMNS = ["tile", "content_hash", "image_id", "label"]

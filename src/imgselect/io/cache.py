@@ -3,8 +3,8 @@ written atomically so concurrent jobs never see (or leave) half a cache entry.
 
 From the command line::
 
-    python -m imgselect.cache list  [--cache-dir DIR] [--kind embeddings/autoencoder ...]
-    python -m imgselect.cache clear [--cache-dir DIR] [--kind ...] --yes
+    python -m imgselect.io.cache list  [--cache-dir DIR] [--kind embeddings/autoencoder ...]
+    python -m imgselect.io.cache clear [--cache-dir DIR] [--kind ...] --yes
 
 The cache marks its root with a ``CACHEDIR.TAG`` file (the standard tag, which also tells backup tools to
 skip the folder); ``clear`` deletes only in a folder so marked, and only entries of the kinds imgselect
@@ -37,7 +37,7 @@ MARKER_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"  # https://bfor
 MARKER_TEXT = (
     f"{MARKER_SIGNATURE}\n"
     "# This file is a cache directory tag created by imgselect: its trained models, embeddings and decoded\n"
-    "# pools, which `python -m imgselect.cache clear` may delete. For cache directory tags see\n"
+    "# pools, which `python -m imgselect.io.cache clear` may delete. For cache directory tags see\n"
     "# https://bford.info/cachedir/\n"
 )
 # The top-level folders the cache writes: embeddings/<name> (stages/embed.py), pools (poolstore.py),
@@ -196,7 +196,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-# The cache from the command line: python -m imgselect.cache list|clear
+# The cache from the command line: python -m imgselect.io.cache list|clear
 
 STALE_TMP_S = 3600  # an unfinished entry folder older than this was left by a killed job
 
@@ -353,9 +353,9 @@ def default_cache_dir() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m imgselect.cache list|clear [--cache-dir DIR] [--kind KIND ...] [--yes]``."""
+    """``python -m imgselect.io.cache list|clear [--cache-dir DIR] [--kind KIND ...] [--yes]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m imgselect.cache",
+        prog="python -m imgselect.io.cache",
         description="List or clear the cache of embeddings and trained models.",
     )
     parser.add_argument("command", choices=["list", "clear"])

@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid, save_image
 
-from imgselect.csvfiles import formula_safe, read_csv_rows
-from imgselect.jobfolder import free_name
+from imgselect.io.csvfiles import formula_safe, read_csv_rows
 from imgselect.pool import ImageSet
+from imgselect.run.jobfolder import free_name
 from imgselect.selection.selectors import Selection
 
 # tile: the number drawn on the contact sheet (row n = tile n); content_hash: the key a person's labels use
@@ -58,7 +58,7 @@ def write_csv_atomic(path: str | Path, rows: Iterable[Sequence[object]]) -> None
     """Write ``rows`` (a header row first, if any) as a UTF-8 CSV, atomically (see :func:`atomic_path`).
 
     A string cell a spreadsheet would run as a formula is written with a leading ``'``
-    (:func:`imgselect.csvfiles.formula_safe`; numbers such as ``-1`` are left alone); our readers undo it.
+    (:func:`imgselect.io.csvfiles.formula_safe`; numbers such as ``-1`` are left alone); our readers undo it.
     """
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

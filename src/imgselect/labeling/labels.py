@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from imgselect.csvfiles import read_csv_rows, read_user_text
+from imgselect.io.csvfiles import read_csv_rows, read_user_text
 from imgselect.pool import ImageSet
 
 log = logging.getLogger(__name__)

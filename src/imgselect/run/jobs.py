@@ -5,14 +5,14 @@ its folder without stopping the sweep.
   :func:`config_hash` is not run again; its result stands. Re-running a killed sweep into the same
   ``hydra.sweep.dir`` therefore redoes only what did not finish.
 * **Inputs**: the same config is not enough: ``result.json`` also holds the digests of the files the job read
-  (:func:`imgselect.jobfolder.input_digests`: labels files, the pool folder, an embedding file, weights,
+  (:func:`imgselect.run.jobfolder.input_digests`: labels files, the pool folder, an embedding file, weights,
   videos). A re-run after one of them changed runs again.
 * **Stale results**: a ``result.json`` of another config or other inputs (or any, with ``resume=false``) is
   renamed ``result.stale-<time>.json`` before the job runs, so Table 1 never counts it; the earlier run's
-  selection and labeling files move into ``earlier/<time>/`` (:func:`imgselect.jobfolder.keep_earlier_outputs`).
+  selection and labeling files move into ``earlier/<time>/`` (:func:`imgselect.run.jobfolder.keep_earlier_outputs`).
 * **One job per folder**: a job holds ``<job>/.job.lock`` while it runs; a second process asked to run the same
   folder meanwhile fails at once and writes nothing there. A job in a worker process of a parallel sweep ends
-  when the sweep's process is killed (:func:`imgselect.jobfolder.die_with_parent`).
+  when the sweep's process is killed (:func:`imgselect.run.jobfolder.die_with_parent`).
 * **Failures**: in a multirun, an exception in a job is written to ``error.json`` (type, message, config hash)
   and ``error.txt`` (the traceback) in its folder, logged, and the sweep goes on; Table 1 names the failed
   jobs and ``train.py`` exits with status 1 at the end. A single run (no ``-m``) raises as usual.
@@ -30,9 +30,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from imgselect.artifacts import atomic_path, write_json_atomic
-from imgselect.cache import cache_key
-from imgselect.jobfolder import (
+from imgselect.io.artifacts import atomic_path, write_json_atomic
+from imgselect.io.cache import cache_key
+from imgselect.run.jobfolder import (
     JobBusy,
     check_writable,
     describe_changes,
@@ -43,7 +43,7 @@ from imgselect.jobfolder import (
     job_lock,
     keep_earlier_outputs,
 )
-from imgselect.runtime import is_rank_zero
+from imgselect.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 

@@ -154,14 +154,14 @@ DEFAULT_NUMBERS = {"budget": 125, "seed": 0, "folds": 3, "image_size": 64, "pseu
 
 
 def check_input_files(inputs: dict[str, list[Path]]) -> None:
-    """Every file or folder a job reads (:func:`imgselect.jobfolder.input_paths`) exists, and weights, embedding
+    """Every file or folder a job reads (:func:`imgselect.run.jobfolder.input_paths`) exists, and weights, embedding
     and labels files load, before anything is decoded, detected or trained; raises naming the key and file.
 
     Weights are read as a plain state dict (never unpickled: a file holding code fails here, not after the
     embedding trained); labels files are parsed (their labels are matched to the pool later).
     """
-    from imgselect.labels import read_label_file
-    from imgselect.weights import read_state_dict
+    from imgselect.io.weights import read_state_dict
+    from imgselect.labeling.labels import read_label_file
 
     for key, paths in inputs.items():
         for path in paths:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgselect.artifacts import write_json_atomic
+from imgselect.io.artifacts import write_json_atomic
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunResult:
     timings_s: dict[str, float]
     versions: dict[str, str]
     output_dir: str
-    config_hash: str = ""  # imgselect.jobs.config_hash: with the same inputs, a re-run skips this job
+    config_hash: str = ""  # imgselect.run.jobs.config_hash: with the same inputs, a re-run skips this job
     inputs: dict[str, str] = field(default_factory=dict)  # digests of the files the job read (jobfolder)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -21,17 +21,17 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from imgselect.artifacts import write_csv_atomic
 from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.ssl import BACKBONE_FILE
-from imgselect.jobfolder import input_digests, input_paths
-from imgselect.jobs import config_hash, metric_of
-from imgselect.labeling import add_predictions, write_labeling_files
-from imgselect.labels import LabeledSet, Labeler
+from imgselect.io.artifacts import write_csv_atomic
+from imgselect.io.result import RunResult
+from imgselect.labeling.labels import LabeledSet, Labeler
+from imgselect.labeling.tasks import add_predictions, write_labeling_files
 from imgselect.pool import ImageSet, PoolSource
-from imgselect.progress import set_progress_mode
-from imgselect.result import RunResult
-from imgselect.runtime import (
+from imgselect.run.jobfolder import input_digests, input_paths
+from imgselect.run.jobs import config_hash, metric_of
+from imgselect.run.progress import set_progress_mode
+from imgselect.run.runtime import (
     StageTimer,
     TrainerFactory,
     is_rank_zero,
@@ -40,9 +40,10 @@ from imgselect.runtime import (
     reset_distributed,
     versions,
 )
+from imgselect.run.settings import check_image_size, check_input_files, check_numbers, check_settings
+from imgselect.run.tracking import JobTracker, TrackedJob, tracking
 from imgselect.selection.dedup import Dedup
 from imgselect.selection.selectors import Selection, Selector
-from imgselect.settings import check_image_size, check_input_files, check_numbers, check_settings
 from imgselect.stages.classify import ClassifierPlan, ClassifierResult, FixMatchPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
 from imgselect.stages.prepare import (
@@ -57,7 +58,6 @@ from imgselect.stages.prepare import (
     write_pool_files,
 )
 from imgselect.stages.select import select_stage
-from imgselect.tracking import JobTracker, TrackedJob, tracking
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Job:
 
 def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | None:
     """Run one job; returns the metric a hyper-parameter sweeper would optimise (or ``None``). ``input_ids``:
-    the digests of the job's input files when :func:`imgselect.jobs.resume_or_run` already took them (a pool
+    the digests of the job's input files when :func:`imgselect.run.jobs.resume_or_run` already took them (a pool
     folder's listing is walked once per job), else taken here."""
     quiet_lightning()
     set_progress_mode(str(cfg.get("progress", "auto")))
