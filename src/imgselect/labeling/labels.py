@@ -100,6 +100,23 @@ class OracleLabels:
         return LabeledSet(chosen, np.asarray(pool.labels)[chosen].astype(np.int64))
 
 
+class EarlierRounds:
+    """The oracle in round ``r`` of a ``rounds=N`` job: the labels of rounds ``1 .. r-1`` are known, and the
+    images chosen now are revealed by ``oracle`` (a benchmark's labeler)."""
+
+    name = "oracle"
+    reveals = True
+
+    def __init__(self, oracle: Labeler, earlier: LabeledSet) -> None:
+        self.oracle, self.earlier = oracle, earlier
+
+    def known(self, pool: ImageSet, class_names: list[str]) -> LabeledSet:
+        return self.earlier
+
+    def reveal(self, pool: ImageSet, chosen: np.ndarray, class_names: list[str]) -> LabeledSet:
+        return self.oracle.reveal(pool, chosen, class_names)
+
+
 @dataclass(frozen=True)
 class LabelEntry:
     """One labeled (or still unlabeled) image of a person's file."""

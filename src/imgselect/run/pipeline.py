@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ from imgselect.embeddings.base import EmbedContext, Embedding
 from imgselect.embeddings.ssl import BACKBONE_FILE
 from imgselect.io.artifacts import write_csv_atomic
 from imgselect.io.result import RunResult
-from imgselect.labeling.labels import LabeledSet, Labeler
+from imgselect.labeling.labels import EarlierRounds, LabeledSet, Labeler
 from imgselect.labeling.tasks import add_predictions, write_labeling_files
 from imgselect.pool import ImageSet, PoolSource
 from imgselect.run.jobfolder import input_digests, input_paths
 from imgselect.run.jobs import config_hash, metric_of
 from imgselect.run.progress import set_progress_mode
+from imgselect.run.rounds import round_row, write_rounds
 from imgselect.run.runtime import (
     StageTimer,
     TrainerFactory,
@@ -169,6 +170,10 @@ class Job:
         cache_dir: the embedding and pretraining cache; ``use_cache`` turns it off.
         keep: the job's own input files, never written over (``labels.path=<this folder>/...``).
         record: what ``result.json`` records of the config (``config_hash``, ``inputs``, ``classifier_init``).
+        rounds: labeling rounds in this job (``rounds``, :func:`run_rounds`); 1: one selection.
+        predictions: the previous round's ``(n_pool, C)`` class probabilities (NaN rows: images it did not
+            predict, the labeled ones), for the selectors that use them; ``None`` in a first round.
+        predict_pool: the classifier predicts every unlabeled pool image (for the next round).
     """
 
     out_dir: Path
@@ -187,6 +192,9 @@ class Job:
     use_cache: bool
     keep: list[Path] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 1
+    predictions: np.ndarray | None = None
+    predict_pool: bool = False
 
     @property
     def selecting(self) -> bool:
@@ -207,7 +215,8 @@ def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | Non
     logger = instantiate(cfg.logger) if cfg.get("logger") is not None else None
     tracker = logger if isinstance(logger, JobTracker) else None  # logger=wandb: one W&B run for the job
     with tracking(tracker, tracked_job(cfg, out_dir)):  # the run is open before anything else can fail
-        result = run_job(build_job(cfg, logger, input_ids))
+        job = build_job(cfg, logger, input_ids)
+        result = run_rounds(job) if job.rounds > 1 else run_job(job)
     return metric_of(result.to_dict()) if result is not None else None
 
 
@@ -239,6 +248,8 @@ def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | N
     embedding: Embedding | None = instantiate(cfg.embedding) if uses_embedding else None
     pretraining = pretraining_of(cfg)
     plan = classifier_plan(cfg, out_dir)
+    rounds = int(cfg.get("rounds", 1))
+    check_rounds(rounds, plan is not None, labeler.reveals, selector.budget)
     ssl_start = plan is not None and classifier_init(cfg) == SSL_START
     if pretraining is None and ((embedding is not None and embedding.from_pretraining) or ssl_start):
         raise ValueError(
@@ -266,6 +277,7 @@ def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | N
             "inputs": input_ids if input_ids is not None else input_digests(cfg),
             "classifier_init": classifier_init(cfg) if plan is not None else None,
         },
+        rounds=rounds,
     )
 
 
@@ -281,12 +293,20 @@ class _Outputs:
     embeddings: np.ndarray | None = None
     embedding_info: dict[str, Any] = field(default_factory=dict)
     selection: Selection | None = None
+    labeled: LabeledSet | None = None  # what the classifier trained on (earlier rounds' labels and the new)
+    pool_predictions: np.ndarray | None = None  # (n_pool, C), NaN rows for images not predicted
     map_info: dict[str, Any] | None = None
     classifier: ClassifierResult | None = None
 
 
 def run_job(job: Job) -> RunResult | None:
     """The stages of ``job`` in order; rank 0 writes and returns the :class:`RunResult` (other ranks: ``None``)."""
+    out, timings = _stages(job)
+    return _finish(job, out, timings)
+
+
+def _stages(job: Job) -> tuple[_Outputs, dict[str, float]]:
+    """Data, checks, embedding, selection and classifier of ``job``; what they made and their seconds."""
     pl.seed_everything(job.seed, workers=True)
     timer = StageTimer()
     t_start = time.perf_counter()
@@ -308,15 +328,80 @@ def run_job(job: Job) -> RunResult | None:
         _select(job, out, timer)
     if job.plan is not None:
         _classify(job, job.plan, out, timer)
+    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
+    return out, timer.seconds
+
+
+def _finish(job: Job, out: _Outputs, timings: dict[str, float], log_it: bool = True) -> RunResult | None:
+    """Rank 0 writes ``result.json`` (and logs it to the tracker); other ranks return ``None``."""
     if not is_rank_zero():
         return None
-    timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
-    result = _result(job, out, timer.seconds)
+    result = _result(job, out, timings)
     result.write(job.out_dir / "result.json")
-    if job.tracker is not None:
-        job.tracker.log_result(result.to_dict(), dm.pool)
-    log.info("job done in %.1fs: %s", timer.seconds["total"], job.out_dir)
+    if job.tracker is not None and log_it:
+        job.tracker.log_result(result.to_dict(), out.dm.pool)
+    log.info("job done in %.1fs: %s", timings["total"], job.out_dir)
     return result
+
+
+def check_rounds(rounds: int, trains: bool, reveals: bool, budget: int) -> None:
+    """``rounds=N`` (N > 1) needs labels revealed at once (``labels=oracle``), a classifier and a budget."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be at least 1 (1: one selection)")
+    if rounds == 1:
+        return
+    if not reveals:
+        raise ValueError(
+            f"rounds={rounds} runs every round in one job, so it needs labels=oracle (a benchmark); with a "
+            "person labeling, run one job per round (labels=file labels.path=[round1.csv,...])"
+        )
+    if not trains:
+        raise ValueError(f"rounds={rounds} trains a classifier each round: drop ~classifier")
+    if budget < 1:
+        raise ValueError(f"rounds={rounds} chooses budget images a round: budget={budget} must be at least 1")
+
+
+def run_rounds(job: Job) -> RunResult | None:
+    """``rounds=N``: select -> reveal -> train, N times, each round in ``round_<r>/`` with its own
+    ``result.json``; round ``r`` knows the labels of the rounds before and (for ``selector=margin``,
+    ``cluster_margin``, ``mixed``) the previous classifier's predictions of the pool. The job folder gets
+    ``rounds.csv``, ``rounds.json``, ``rounds.png`` (accuracy against labels) and a ``result.json`` of the last
+    round with the labels of all rounds as its budget."""
+    labeled, predictions = LabeledSet.empty(), None
+    rows: list[dict[str, Any]] = []
+    result: RunResult | None = None
+    for r in range(1, job.rounds + 1):
+        folder = job.out_dir / f"round_{r}"
+        folder.mkdir(parents=True, exist_ok=True)
+        round_job = replace(
+            job,
+            out_dir=folder,
+            trainers=replace(job.trainers, out_dir=folder),
+            labeler=EarlierRounds(job.labeler, labeled),
+            seed=job.seed + r - 1,  # a new random draw and new folds each round, reproducible
+            rounds=1,
+            predictions=predictions,
+            predict_pool=r < job.rounds,
+        )
+        log.info(
+            "round %d of %d: %d labels so far, choosing %d", r, job.rounds, len(labeled), job.selector.budget
+        )
+        out, timings = _stages(round_job)
+        result = _finish(round_job, out, timings, log_it=False)
+        assert out.labeled is not None  # check_rounds: every round trains
+        labeled, predictions, pool = out.labeled, out.pool_predictions, out.dm.pool
+        if result is not None:
+            rows.append(round_row(r, result))
+    if result is None:
+        return None
+    write_rounds(job.out_dir, rows)
+    total = replace(
+        result, budget=len(labeled), output_dir=str(job.out_dir), extra={**result.extra, "rounds": rows}
+    )
+    total.write(job.out_dir / "result.json")
+    if job.tracker is not None:
+        job.tracker.log_result(total.to_dict(), pool)
+    return total
 
 
 def _pool_source(datamodule: pl.LightningDataModule) -> PoolSource:
@@ -385,7 +470,14 @@ def _select(job: Job, out: _Outputs, timer: StageTimer) -> None:
             write_duplicates(job.out_dir / "duplicates.csv", out.duplicates, pool)
     with timer("selection"):
         out.selection = select_stage(
-            job.selector, pool, out.embeddings, len(class_names), job.out_dir, exclude=exclude, keep=job.keep
+            job.selector,
+            pool,
+            out.embeddings,
+            len(class_names),
+            job.out_dir,
+            exclude=exclude,
+            keep=job.keep,
+            predictions=job.predictions,
         )
     if not is_rank_zero():
         return
@@ -410,6 +502,14 @@ def _classify(job: Job, plan: ClassifierPlan, out: _Outputs, timer: StageTimer) 
     pool, class_names, selection = out.dm.pool, list(out.dm.class_names), out.selection
     revealed = job.labeler.reveal(pool, selection.indices, class_names) if selection is not None else None
     train = out.known.plus(revealed) if revealed is not None else out.known
+    out.labeled = train
+    if job.predict_pool:  # the next round's selector reads this model's view of every unlabeled image
+        rest = np.setdiff1d(np.arange(len(pool)), train.indices)
+        out.classifier = classifier_stage(plan, job.trainers, out.dm, train, timer, predict=rest)
+        if out.classifier.predictions is not None:
+            out.pool_predictions = np.full((len(pool), len(class_names)), np.nan)
+            out.pool_predictions[rest] = out.classifier.predictions
+        return
     new_picks = selection.indices if selection is not None and not job.labeler.reveals else None
     out.classifier = classifier_stage(plan, job.trainers, out.dm, train, timer, predict=new_picks)
     if out.classifier.predictions is not None and selection is not None and is_rank_zero():

@@ -29,6 +29,7 @@ from imgselect.selection.selectors import (
     check_embeddings,
 )
 from imgselect.selection.typiclust import TypiClustSelector, typicality
+from imgselect.selection.uncertainty import UncertaintySelector, margins
 
 # mypy checks here that every selector class satisfies the Selector protocol the pipeline relies on.
 SELECTORS: tuple[type[Selector], ...] = (
@@ -37,6 +38,7 @@ SELECTORS: tuple[type[Selector], ...] = (
     TypiClustSelector,
     ProbCoverSelector,
     KCenterSelector,
+    UncertaintySelector,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Selector",
     "TooManyNeighbors",
     "TypiClustSelector",
+    "UncertaintySelector",
     "check_budget",
     "check_embeddings",
     "cluster_members",
@@ -64,6 +67,7 @@ __all__ = [
     "kmeans",
     "kmeans_plusplus",
     "knn",
+    "margins",
     "nearest_other_label",
     "pick_nearest",
     "pick_random",

@@ -123,12 +123,15 @@ class Selector(Protocol):
         budget: number of images it picks.
         requires_embeddings: whether :meth:`select` needs pool embeddings (embeddings are computed
             only when it does).
+        uses_predictions: whether :meth:`select` takes ``predictions=``, the previous round's class
+            probabilities of the pool (:mod:`imgselect.selection.uncertainty`); the stage passes them only then.
     """
 
     name: str
     pick: str
     budget: int
     requires_embeddings: bool
+    uses_predictions: bool
 
     def select(
         self, n_pool: int, embeddings: np.ndarray | None, *, source: str, n_classes: int | None
@@ -201,6 +204,7 @@ class RandomSelector:
     seed: int = 0
 
     requires_embeddings = False
+    uses_predictions = False
     name = "random"
     pick = "uniform"
 
@@ -232,6 +236,7 @@ class EmbeddingSelector:
     name: str = "embedding"
 
     requires_embeddings = True
+    uses_predictions = False
     title: ClassVar[str] = "embedding"  # what error messages call the rule ("K-means", "TypiClust", ...)
 
     def select(

@@ -25,13 +25,16 @@ def select_stage(
     out_dir: str | Path | None,
     exclude: dict[str, np.ndarray] | None = None,
     keep: Collection[Path] = (),
+    predictions: np.ndarray | None = None,
 ) -> Selection:
     """Run ``selector`` on the pool and write ``selection.csv`` + ``selection.png`` (rank 0).
 
     ``exclude`` names pool indices the selector may not choose, by reason (``labeled``: a person's earlier
     rounds; ``duplicates``: near-duplicates of another image); the selector then runs on the rest, and the
     counts go into the selection's stats. ``keep``: files the run reads, never written over (a ``selection.csv``
-    a person labeled is left as it is and the new one gets another name).
+    a person labeled is left as it is and the new one gets another name). ``predictions``: the previous round's
+    ``(n_pool, C)`` class probabilities (rows of images it did not predict may be NaN), handed to selectors
+    that use them (:attr:`Selector.uses_predictions`), for the images left to choose from.
 
     The budget is checked against the pool once, before any training, by
     :func:`imgselect.run.settings.check_settings`, and selectors assume it fits; this stage refuses only what that
@@ -63,12 +66,13 @@ def select_stage(
         if selector.requires_embeddings and embeddings is not None:
             # nothing set aside: the embeddings as they are (a mapped cache stays mapped, never gathered)
             vectors = embeddings[candidates] if len(blocked) else embeddings
-        selection = selector.select(
-            len(candidates),
-            vectors,
-            source=pool.source,
-            n_classes=n_classes,
-        )
+        if selector.uses_predictions:
+            probs = None if predictions is None else predictions[candidates] if len(blocked) else predictions
+            selection = selector.select(  # type: ignore[call-arg]  # the protocol's select takes no predictions
+                len(candidates), vectors, source=pool.source, n_classes=n_classes, predictions=probs
+            )
+        else:
+            selection = selector.select(len(candidates), vectors, source=pool.source, n_classes=n_classes)
         selection.indices = candidates[np.asarray(selection.indices, dtype=np.int64)]
         for k, v in excluded.items():
             selection.stats[f"excluded_{k}"] = len(v)
