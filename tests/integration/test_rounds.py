@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
+from imgselect.io.artifacts import read_selection_csv
 from imgselect.run.pipeline import run
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
+from tests.integration.test_labeling_roundtrip import _common
+
+CROPS = ROOT / "tests" / "fixtures" / "crops"
 
 
 def test_four_oracle_rounds_write_per_round_results_and_one_curve(
@@ -46,3 +51,41 @@ def test_rounds_need_the_oracle_and_a_classifier(
         run(compose_cfg(*TINY, "rounds=3", "labels=file", f"labels.path={labels}"))
     with pytest.raises(ValueError, match="drop ~classifier"):
         run(compose_cfg(*TINY, "rounds=3", "~classifier"))
+
+
+def test_a_persons_next_round_trains_first_and_chooses_where_that_model_is_least_sure(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """labels=file selector=margin: one command per round; the classifier trains on the labels so far, then
+    the selector reads its predictions of the pool, and the new picks carry them as pre-annotations."""
+    pool = tmp_path / "pool"
+    shutil.copytree(CROPS / "pool", pool)
+    choose = [*_common(pool, classifier=False), "selector=margin", "embedding=pixels"]
+    choose = [o for o in choose if o != "selector=random"]
+    run(compose_cfg(*choose, "budget=6"))  # round 1: no labels yet, TypiClust's typical picks
+    out = tmp_path / "out"
+    first = json.loads((out / "result.json").read_text())
+    assert first["selection_stats"]["round_rule"] == "typical"
+    template = out / "labels_template.csv"
+    rows = list(csv.reader(template.open(newline="")))
+    labels = ["staff", "customer"] * 3
+    with template.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *[[*r[:3], lab] for r, lab in zip(rows[1:], labels, strict=True)]])
+    train = [o for o in _common(pool) if o != "selector=random"]
+    run(
+        compose_cfg(
+            *train,
+            "selector=margin",
+            "embedding=pixels",
+            "labels=file",
+            f"labels.path={template}",
+            "budget=4",
+        )
+    )
+    second = json.loads((out / "result.json").read_text())
+    assert second["selection_stats"]["round_rule"] == "margin"
+    assert second["classifier"]["labeled"] == 6 and second["budget"] == 4
+    picked = {r["image_id"] for r in read_selection_csv(out / "selection.csv")}
+    assert len(picked) == 4 and not picked & {r[2] for r in rows[1:]}  # new images only
+    tasks = json.loads((out / "label_studio" / "tasks.json").read_text())
+    assert len(tasks) == 4 and all(t["predictions"] for t in tasks)  # pre-annotated by the same model

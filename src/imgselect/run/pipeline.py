@@ -324,12 +324,30 @@ def _stages(job: Job) -> tuple[_Outputs, dict[str, float]]:
     if is_rank_zero():
         write_pool_files(job.out_dir, dm)
     _embed(job, out, timer)
-    if job.selecting:
-        _select(job, out, timer)
-    if job.plan is not None:
-        _classify(job, job.plan, out, timer)
+    if job.plan is not None and _trains_first(job, out):
+        _train_then_choose(job, job.plan, out, timer)
+    else:
+        if job.selecting:
+            _select(job, out, timer)
+        if job.plan is not None:
+            _classify(job, job.plan, out, timer)
     timer.seconds["total"] = round(time.perf_counter() - t_start, 3)
     return out, timer.seconds
+
+
+def _trains_first(job: Job, out: _Outputs) -> bool:
+    """A person's next round with a round-aware selector (``labels=file selector=margin``): the classifier
+    trains on the labels so far first, and the selector chooses where it is least sure."""
+    return job.selecting and job.selector.uses_predictions and not job.labeler.reveals and len(out.known) > 0
+
+
+def _train_then_choose(job: Job, plan: ClassifierPlan, out: _Outputs, timer: StageTimer) -> None:
+    """One command per round for a person: train on the labels so far, predict the pool, choose by those
+    predictions, and give the new picks the same predictions as pre-annotations."""
+    _classify(replace(job, predict_pool=True), plan, out, timer)
+    _select(replace(job, predictions=out.pool_predictions), out, timer)
+    if out.selection is not None and out.pool_predictions is not None and is_rank_zero():
+        add_predictions(job.out_dir, out.pool_predictions[out.selection.indices], list(out.dm.class_names))
 
 
 def _finish(job: Job, out: _Outputs, timings: dict[str, float], log_it: bool = True) -> RunResult | None:
