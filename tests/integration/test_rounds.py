@@ -89,3 +89,10 @@ def test_a_persons_next_round_trains_first_and_chooses_where_that_model_is_least
     assert len(picked) == 4 and not picked & {r[2] for r in rows[1:]}  # new images only
     tasks = json.loads((out / "label_studio" / "tasks.json").read_text())
     assert len(tasks) == 4 and all(t["predictions"] for t in tasks)  # pre-annotated by the same model
+
+
+def test_a_rounds_value_that_is_no_number_is_named(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ValueError, match="rounds='four' must be a whole number"):
+        run(compose_cfg(*TINY, "rounds=four"))
+    with pytest.raises(ValueError, match="rounds=0 must be at least 1"):
+        run(compose_cfg(*TINY, "rounds=0"))

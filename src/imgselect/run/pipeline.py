@@ -227,7 +227,10 @@ def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | N
     ``cfg.logger`` (the job's tracker when it is one)."""
     out_dir = Path(cfg.paths.output_dir)
     check_numbers(
-        {k: OmegaConf.select(cfg, k) for k in ("budget", "seed", "folds", "image_size", "pseudo.size")}
+        {
+            k: OmegaConf.select(cfg, k)
+            for k in ("budget", "seed", "folds", "image_size", "pseudo.size", "rounds")
+        }
     )
     inputs = input_paths(cfg)
     check_input_files(inputs)
