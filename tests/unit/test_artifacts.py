@@ -15,7 +15,6 @@ from imgselect.embeddings.file import read_ids
 from imgselect.io.artifacts import (
     read_selection_csv,
     save_confusion_matrices,
-    save_contact_sheet,
     save_reconstructions,
     write_csv_atomic,
     write_json_atomic,
@@ -80,7 +79,7 @@ class TestAtomicWrites:
             write_json_atomic(f, {"b": 2, "c": object()})  # json.dump has written '{"b": 2, "c": ' by then
         assert f.read_text() == '{\n  "a": 1\n}\n' and _leftovers(tmp_path, f.name) == []
 
-    @pytest.mark.parametrize("picture", ["contact_sheet", "reconstructions", "confusion"])
+    @pytest.mark.parametrize("picture", ["reconstructions", "confusion"])
     def test_picture_failing_midway_keeps_the_previous_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, picture: str
     ) -> None:
@@ -88,9 +87,7 @@ class TestAtomicWrites:
         images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
 
         def draw() -> None:
-            if picture == "contact_sheet":
-                save_contact_sheet(f, images)
-            elif picture == "reconstructions":
+            if picture == "reconstructions":
                 save_reconstructions(f, images.float(), images.float())
             else:
                 save_confusion_matrices(f, {"before": [[1, 0], [0, 1]]}, ["a", "b"])

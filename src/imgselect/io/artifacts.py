@@ -124,28 +124,6 @@ def read_selection_csv(path: str | Path) -> list[dict[str, str]]:
     return [dict(zip(header, row, strict=False)) for _, row in rows[1:] if row]
 
 
-def save_contact_sheet(
-    path: str | Path, images: torch.Tensor, max_images: int = 1024, min_side: int = 48
-) -> Path:
-    """A grid of ``images`` (``(n, 3, h, w)`` uint8), upscaled so small images stay visible.
-
-    At most ``max_images`` are drawn (the first ones); the grid is as square as possible.
-    """
-    images = images[:max_images]
-    if len(images) == 0:
-        raise ValueError("no images to draw")
-    x = images.float() / 255.0
-    side = x.shape[-1]
-    if side < min_side:
-        scale = math.ceil(min_side / side)
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-    nrow = math.ceil(math.sqrt(len(x)))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), tmp)
-    return path
-
-
 def save_reconstructions(
     path: str | Path, originals: torch.Tensor, reconstructions: torch.Tensor, min_side: int = 64
 ) -> Path:

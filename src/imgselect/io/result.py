@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +49,3 @@ class RunResult:
 
     def write(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
-
-
-def read_result(path: str | Path) -> dict[str, Any]:
-    """A ``result.json`` as a dictionary (older results lack ``embedding``: they ran on the autoencoder)."""
-    r: dict[str, Any] = json.loads(Path(path).read_text())
-    if "embedding" not in r:
-        r["embedding"] = None if r.get("selector") == "random" else "autoencoder"
-    return r
