@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -86,12 +86,13 @@ class UncertaintySelector(TypiClustSelector):
         n_pool: int,
         embeddings: np.ndarray | None = None,
         *,
-        source: str = "the pool",
-        n_classes: int | None = None,
         predictions: np.ndarray | None = None,
+        **stage: Any,
     ) -> Selection:
         """Pick ``budget`` of ``range(n_pool)``: TypiClust's picks without ``predictions`` (no classifier yet),
-        else by ``rule`` from ``predictions``, the previous classifier's ``(n_pool, C)`` class probabilities."""
+        else by ``rule`` from ``predictions``, the previous classifier's ``(n_pool, C)`` class probabilities.
+        ``stage``: the selection stage's ``source`` and ``n_classes``, as :class:`EmbeddingSelector` takes them."""
+        source, n_classes = str(stage.get("source", "the pool")), stage.get("n_classes")
         if predictions is None:
             selection = super().select(n_pool, embeddings, source=source, n_classes=n_classes)
             selection.notes.append(
