@@ -1,0 +1,286 @@
+"""K-means on embeddings sharded over the ranks of a ``torch.distributed`` job, as plain functions on arrays.
+
+Each rank passes only its own shard of the pool's embeddings and gets back the clustering of that shard; no
+rank ever holds the whole matrix. What travels between ranks is small and does not grow with the pool: a
+bounded random sample of every shard, once, for the seeding, then per Lloyd iteration one all-reduce of the
+per-centre sums and counts (``k·d + k + 2`` float64). The transport is the default process group that the job
+already has (the one Lightning's DDP starts: gloo on CPU, NCCL on GPU); without one, or with a world of
+one, the same code is plain K-means of the one shard, with no transport at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from imgselect.run.progress import format_duration
+from imgselect.selection.kmeans import (
+    KMeansResult,
+    count_nonfinite_rows,
+    faiss_gpu_available,
+    kmeans_plusplus,
+    require_faiss,
+)
+from imgselect.selection.neighbors import flat_index
+
+log = logging.getLogger(__name__)
+
+# Each rank offers the seeding min(shard, max(SAMPLE_PER_CENTROID·k, SAMPLE_MIN)) of its points by default:
+# K-means++ needs a few dozen points per centre (it looks at 32·k of the gathered ones, see kmeans.py).
+SAMPLE_PER_CENTROID = 40
+SAMPLE_MIN = 1000
+# Rows converted to float64 at once when summing a shard per centre (2 MB at d = 64: larger chunks were no
+# faster and left the allocator holding tens of MB).
+SUM_CHUNK = 4096
+
+Search = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ShardKMeansResult(KMeansResult):
+    """Outcome of :func:`distributed_kmeans` on one rank.
+
+    ``centroids``, ``objective``, ``counts`` and ``iterations`` are global: the same on every rank.
+    ``assignments`` and ``sq_distances`` are those of this rank's shard (its rows, in its order), so the
+    inherited :attr:`cluster_sizes` counts only this shard's points; ``counts`` counts every rank's.
+
+    Attributes:
+        counts: ``(k,)`` int64 points of all ranks assigned to each centre at the final assignment.
+        iterations: centroid updates run (``niter``, or fewer when no assignment changed on any rank).
+        world_size: ranks the pool was sharded over (1 without a process group).
+    """
+
+    counts: np.ndarray
+    iterations: int
+    world_size: int
+
+
+def distributed_kmeans(
+    shard: np.ndarray,
+    k: int,
+    *,
+    niter: int = 20,
+    seed: int = 0,
+    sample_per_rank: int | None = None,
+    gpu: bool | str = "auto",
+) -> ShardKMeansResult:
+    """K-means (Euclidean) of a pool whose rows stay sharded over the ranks of the default process group.
+
+    Every rank calls this with its own shard and the same ``k``, ``niter``, ``seed`` and ``sample_per_rank``.
+
+    Seeding: each rank draws a seeded random sample of its shard, the samples are gathered to every rank (in
+    rank order), and :func:`~imgselect.selection.kmeans.kmeans_plusplus` seeds ``k`` centres on them with
+    ``seed``, the same on every rank (rank 0's are broadcast to make sure). Lloyd iterations: each rank
+    assigns its shard to the nearest centre (an exact FAISS ``IndexFlatL2``), sums its points per centre
+    (float64) and counts them; the sums, counts, objective and the number of changed assignments are summed
+    over the ranks with one ``all_reduce``, and every rank sets the centres to sums / counts. A centre no
+    point chose (count 0 on every rank) keeps its previous position. The iterations stop after ``niter``
+    updates, or earlier once no assignment changed on any rank; a last assignment to the final centres gives
+    the result.
+
+    Without an initialised process group, or with a world of one, this is plain K-means of ``shard`` with this
+    seeding (the sample is then drawn from ``shard`` alone), with no transport.
+
+    Args:
+        shard: ``(n_r, d)`` this rank's embeddings (``n_r`` may be 0); converted to contiguous float32.
+        k: number of clusters, ``1 <= k <=`` the points of all ranks.
+        niter: Lloyd iterations (centroid updates) at most, ``>= 1``.
+        seed: seeds every rank's sample (with its rank) and the K-means++ seeding.
+        sample_per_rank: points each rank offers the seeding; ``None``: ``min(n_r, max(40·k, 1000))``. Every
+            rank holds all ranks' samples during the seeding (``world · sample_per_rank · d`` float32).
+        gpu: ``True``/``False``, or ``"auto"``: GPU when ``faiss.get_num_gpus() > 0``. Under a process group
+            of several ranks, each searches on its own GPU (``torch.cuda.current_device()``).
+
+    Returns:
+        The global centroids, objective and per-centre counts, and this shard's assignments and squared
+        distances (see :class:`ShardKMeansResult`).
+    """
+    require_faiss()
+    if niter < 1:
+        raise ValueError(f"distributed K-means needs niter >= 1, got niter={niter}")
+    if sample_per_rank is not None and sample_per_rank < 1:
+        raise ValueError(f"sample_per_rank={sample_per_rank} must be >= 1 (or None for the default)")
+    rank, world = rank_and_world()
+    x = np.ascontiguousarray(shard, dtype=np.float32)
+    use_gpu = faiss_gpu_available() if gpu == "auto" else bool(gpu)
+    t0 = time.perf_counter()
+    sample, total = _gathered_sample(x, k, seed=seed, sample_per_rank=sample_per_rank, rank=rank, world=world)
+    if rank == 0:
+        log.info(
+            "distributed K-means: K=%d on %s x %d over %d rank(s), seeding on %s sampled points, %s",
+            k, f"{total:,}", sample.shape[1], world, f"{len(sample):,}", "GPU" if use_gpu else "CPU",
+        )  # fmt: skip
+    centroids = _from_rank_zero(np.ascontiguousarray(sample[kmeans_plusplus(sample, k, seed=seed)]), world)
+    del sample
+    seeded = time.perf_counter()
+    search = _nearest_centroid_search(use_gpu, world)
+    centroids, assign, sq, totals, iterations = _lloyd(x, centroids, niter, search, world)
+    if rank == 0:
+        log.info(
+            "distributed K-means: done in %s (seeding %s, %d iterations), objective %.4g",
+            format_duration(time.perf_counter() - t0), format_duration(seeded - t0), iterations, totals[k],
+        )  # fmt: skip
+    return ShardKMeansResult(
+        centroids=centroids,
+        assignments=assign,
+        sq_distances=sq,
+        objective=float(totals[k]),
+        device="gpu" if use_gpu else "cpu",
+        counts=np.rint(totals[:k]).astype(np.int64),
+        iterations=iterations,
+        world_size=world,
+    )
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the default process group; ``(0, 1)`` when none is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gathered_sample(
+    x: np.ndarray, k: int, *, seed: int, sample_per_rank: int | None, rank: int, world: int
+) -> tuple[np.ndarray, int]:
+    """Every rank's seeded sample of its shard, concatenated in rank order (the same array on every rank), and
+    the points of all ranks.
+
+    Each rank's shape and non-finite rows travel with its sample, so that a bad shard raises the same error on
+    every rank instead of leaving the others waiting in a collective.
+    """
+    problem = ""
+    if x.ndim != 2 or x.shape[1] == 0:
+        problem = f"shard must be a 2-D (n, d) array with d >= 1, got shape {x.shape}"
+    elif bad := count_nonfinite_rows(x):
+        problem = f"{bad} of {len(x)} embeddings contain NaN or inf"
+    sample = np.zeros((0, 0), dtype=np.float32)
+    if not problem:
+        m = min(len(x), sample_per_rank or max(SAMPLE_PER_CENTROID * k, SAMPLE_MIN))
+        rng = np.random.default_rng([seed, rank])
+        sample = x[np.sort(rng.choice(len(x), size=m, replace=False))] if m < len(x) else x.copy()
+    parts = _all_gather((problem, 0 if problem else len(x), sample), world)
+    problems = [f"rank {r}: {p}" for r, (p, _, _) in enumerate(parts) if p]
+    if problems:
+        raise ValueError("distributed K-means got bad shards: " + "; ".join(problems))
+    if len({s.shape[1] for _, _, s in parts}) > 1:
+        dims = ", ".join(f"rank {r}: d={s.shape[1]}" for r, (_, _, s) in enumerate(parts))
+        raise ValueError(f"every rank's shard must have the same dimension d, got {dims}")
+    total = sum(n for _, n, _ in parts)
+    gathered = np.concatenate([s for _, _, s in parts])
+    if not 1 <= k <= len(gathered):
+        raise ValueError(
+            f"distributed K-means needs 1 <= k <= the sampled points, got k={k} for {len(gathered)} sampled "
+            f"of {total} points over {world} rank(s); lower k or raise sample_per_rank"
+        )
+    return gathered, total
+
+
+def _all_gather(obj: Any, world: int) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` without a process group)."""
+    if world == 1:
+        return [obj]
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def _all_reduce_sum(buf: np.ndarray, world: int) -> np.ndarray:
+    """``buf`` (float64) summed over the ranks."""
+    if world == 1:
+        return buf
+    tensor = _on_backend_device(buf)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().numpy()
+
+
+def _from_rank_zero(array: np.ndarray, world: int) -> np.ndarray:
+    """Rank 0's ``array`` on every rank (same shape and dtype everywhere).
+
+    Every rank seeds on the same sample with the same seed, so the centres already agree; taking rank 0's
+    keeps them bit for bit the same where ranks' BLAS threads round a distance differently.
+    """
+    if world == 1:
+        return array
+    tensor = _on_backend_device(array)
+    dist.broadcast(tensor, src=0)
+    return np.ascontiguousarray(tensor.cpu().numpy())
+
+
+def _on_backend_device(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a tensor where the default group's backend reduces it: CUDA for NCCL, else CPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if dist.get_backend() == "nccl":
+        tensor = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    return tensor
+
+
+def _nearest_centroid_search(use_gpu: bool, world: int) -> Search:
+    """``search(points, centroids) -> (sq_distances, assignments)``: each point's nearest centroid, exact.
+
+    One rank alone: :func:`~imgselect.selection.neighbors.flat_index` (every GPU when ``use_gpu``). Several
+    ranks on GPU: the index goes to this rank's own GPU, with one FAISS GPU resource kept for every call.
+    """
+    if not use_gpu or world == 1:
+
+        def search_flat(points: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return flat_index(centroids, gpu=use_gpu).search(points, 1)
+
+        return search_flat
+    import faiss
+
+    resources = faiss.StandardGpuResources()
+    device = torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+    def search_own_gpu(points: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = faiss.index_cpu_to_gpu(resources, device, flat_index(centroids, gpu=False))
+        return index.search(points, 1)
+
+    return search_own_gpu
+
+
+def _lloyd(
+    x: np.ndarray, centroids: np.ndarray, niter: int, search: Search, world: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Lloyd iterations from ``centroids`` on the shard ``x``, the statistics summed over the ranks.
+
+    Returns:
+        The final centroids (float32), this shard's assignments (int64) and squared distances (float32) to
+        them, the global totals of the final assignment (``counts (k,)``, objective, changed count), and the
+        number of centroid updates.
+    """
+    k, d = centroids.shape
+    previous: np.ndarray | None = None
+    for iteration in range(niter + 1):
+        sq, idx = search(x, centroids)
+        assign = idx[:, 0].astype(np.int64)
+        sq = np.maximum(sq[:, 0], 0.0).astype(np.float32)
+        changed = len(x) if previous is None else int((assign != previous).sum())
+        local = np.concatenate([_centre_sums(x, assign, k).ravel(), np.bincount(assign, minlength=k)])
+        totals = _all_reduce_sum(np.concatenate([local, [sq.sum(dtype=np.float64), changed]]), world)
+        previous = assign
+        if iteration == niter or (iteration > 0 and totals[-1] == 0):
+            # no assignment changed: the centroids already are the means of this assignment
+            return centroids, assign, sq, totals[k * d :], iteration
+        sums, counts = totals[: k * d].reshape(k, d), totals[k * d : k * d + k]
+        filled = counts > 0  # an empty centre keeps its previous position
+        updated = centroids.astype(np.float64)
+        updated[filled] = sums[filled] / counts[filled, None]
+        centroids = np.ascontiguousarray(updated, dtype=np.float32)
+    raise AssertionError("unreachable: the loop returns at iteration == niter")
+
+
+def _centre_sums(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
+    """``(k, d)`` float64 sum of the points of ``x`` assigned to each centre, ``SUM_CHUNK`` rows at a time."""
+    sums = torch.zeros((k, x.shape[1]), dtype=torch.float64)
+    index = torch.from_numpy(assign)
+    for start in range(0, len(x), SUM_CHUNK):
+        rows = torch.from_numpy(x[start : start + SUM_CHUNK]).to(torch.float64)
+        sums.index_add_(0, index[start : start + SUM_CHUNK], rows)
+    return sums.numpy()
