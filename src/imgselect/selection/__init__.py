@@ -1,5 +1,6 @@
 """Selection: FAISS K-means and neighbour search on embeddings, pick rules, and the selectors built on them."""
 
+from imgselect.selection.distributed import distributed_kmeans
 from imgselect.selection.kcenter import KCenterSelector, farthest_first
 from imgselect.selection.kmeans import (
     KMeansInit,
@@ -60,6 +61,7 @@ __all__ = [
     "check_budget",
     "check_embeddings",
     "cluster_members",
+    "distributed_kmeans",
     "faiss_gpu_available",
     "farthest_first",
     "fill_farthest",
