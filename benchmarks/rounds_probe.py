@@ -1,7 +1,7 @@
 """Fast probe of labeling in rounds: which policy chooses the next labels best, at which number of labels.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rounds_probe.py [--seeds 10] [--rounds 10] [--per-round 10]
-        [--splits train_holdout test] [--policies random typiclust margin cluster_margin mixed]
+        [--splits train_holdout test] [--policies random typiclust margin cluster_margin mixed badge]
         [--out benchmarks/results/rounds_probe.json]
 
 Ten-class Fashion-MNIST (pool: the first 12,000 train images), pixels embedding (16x16, PCA-50: the selection
@@ -29,7 +29,7 @@ import numpy as np
 from record import mean_std, save_result
 from selection_probe import TASKS, compose, embed, fit_probe_features, hydra_conf, probe_scores, quiet_logs
 
-POLICIES = ("random", "typiclust", "margin", "cluster_margin", "mixed")
+POLICIES = ("random", "typiclust", "margin", "cluster_margin", "mixed", "badge")
 BASE = "typiclust"
 
 

@@ -9,6 +9,11 @@ at few labels). From the second round on they read the previous classifier's cla
   uncertain picks spread over the pool rather than ten of one confusion.
 * ``mixed``: a ``typical_share`` of the budget by TypiClust, the rest by lowest margin (as LightlyOne weighs
   prediction scores against diversity).
+* ``badge`` (Ash et al., ICLR 2020): K-means++ seeding on gradient embeddings, ``(p - onehot(argmax p)) x h``,
+  the gradient of the loss of the predicted class with respect to a linear last layer on features ``h``. Here
+  ``h`` is the selector's embedding reduced to its ``badge_dims`` principal components (the pipeline's
+  classifier does not export its penultimate features), so the picks are both unsure and different from each
+  other. The first pick is the largest gradient, as in the reference code.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from imgselect.selection.typiclust import TypiClustSelector
 
 log = logging.getLogger(__name__)
 
-UncertaintyRule = Literal["margin", "cluster_margin", "mixed"]
-RULES: tuple[str, ...] = ("margin", "cluster_margin", "mixed")
+UncertaintyRule = Literal["margin", "cluster_margin", "mixed", "badge"]
+RULES: tuple[str, ...] = ("margin", "cluster_margin", "mixed", "badge")
 
 
 def margins(probs: np.ndarray) -> np.ndarray:
@@ -36,6 +41,42 @@ def margins(probs: np.ndarray) -> np.ndarray:
         raise ValueError(f"class probabilities must be (n, C) with C >= 2, got shape {p.shape}")
     top2 = np.sort(p, axis=1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
+
+
+def principal_components(x: np.ndarray, dims: int) -> np.ndarray:
+    """``x`` centred and projected on its ``dims`` leading principal axes (all of ``x`` when it has fewer)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    if x.shape[1] <= dims:
+        return x
+    _, vectors = np.linalg.eigh(x.T @ x)
+    return x @ vectors[:, ::-1][:, :dims]
+
+
+def gradient_embedding(probs: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """BADGE's ``(n, C * d)`` vectors: ``(p - onehot(argmax p))`` times each feature of ``h`` ``(n, d)``."""
+    coef = np.asarray(probs, dtype=np.float64).copy()
+    coef[np.arange(len(coef)), coef.argmax(axis=1)] -= 1.0
+    return (coef[:, :, None] * h[:, None, :]).reshape(len(coef), -1).astype(np.float32)
+
+
+def badge_seeding(g: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """K-means++ seeding as BADGE's reference code: the largest vector first, then each next with probability
+    proportional to its squared distance to the nearest chosen one; ``k`` distinct indices."""
+    rng = np.random.default_rng(seed)
+    sq_norms = np.einsum("ij,ij->i", g, g)
+    chosen = [int(np.argmax(sq_norms))]
+    d2 = np.maximum(sq_norms + sq_norms[chosen[0]] - 2 * g @ g[chosen[0]], 0.0)
+    for _ in range(1, k):
+        d2[chosen] = 0.0
+        total = d2.sum()
+        if total <= 0:  # every vector left equals a chosen one: the next in pool order
+            chosen += [int(i) for i in np.setdiff1d(np.arange(len(g)), chosen)[: k - len(chosen)]]
+            break
+        nxt = int(rng.choice(len(g), p=d2 / total))
+        chosen.append(nxt)
+        d2 = np.minimum(d2, np.maximum(sq_norms + sq_norms[nxt] - 2 * g @ g[nxt], 0.0))
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def check_predictions(predictions: np.ndarray, n_pool: int) -> np.ndarray:
@@ -56,6 +97,7 @@ class UncertaintySelector(TypiClustSelector):
         rule: ``margin``, ``cluster_margin`` or ``mixed`` (see the module's docstring).
         typical_share: ``mixed``: the share of the budget picked by TypiClust (rounded), the rest by margin.
         candidates: ``cluster_margin``: the ``candidates * budget`` least sure images are clustered.
+        badge_dims: ``badge``: principal components of the embedding in the gradient vectors.
         name: what ``result.json`` and the tables call it (the rule by default).
 
     TypiClust's keys (``k_neighbors``, ``min_cluster_size``) and the K-means keys serve the first round, the
@@ -65,6 +107,7 @@ class UncertaintySelector(TypiClustSelector):
     rule: str = "margin"
     typical_share: float = 0.5
     candidates: int = 10
+    badge_dims: int = 32
     name: str = ""
 
     pick = "uncertain"
@@ -100,10 +143,15 @@ class UncertaintySelector(TypiClustSelector):
             )
             selection.stats["round_rule"] = "typical"
             return selection
-        m = margins(check_predictions(predictions, n_pool))
+        p = check_predictions(predictions, n_pool)
+        m = margins(p)
         if self.rule == "margin":
             chosen = np.argsort(m, kind="stable")[: self.budget]
             selection = Selection.unclustered(chosen, ["margin"] * self.budget, score=m[chosen])
+        elif self.rule == "badge":
+            h = principal_components(check_embeddings(embeddings, n_pool, self.title), self.badge_dims)
+            chosen = badge_seeding(gradient_embedding(p, h), self.budget, self.seed)
+            selection = Selection.unclustered(chosen, ["badge"] * self.budget, score=m[chosen])
         elif self.rule == "cluster_margin":
             selection = self._cluster_margin(check_embeddings(embeddings, n_pool, self.title), m)
         else:

@@ -86,3 +86,30 @@ def test_bad_settings_and_predictions_are_named() -> None:
     bad[0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         UncertaintySelector(budget=2).select(len(x), x, predictions=bad)
+
+
+def test_gradient_embedding_is_zero_for_a_sure_prediction_and_grows_with_doubt() -> None:
+    from imgselect.selection.uncertainty import gradient_embedding
+
+    h = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]])
+    g = gradient_embedding(np.array([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5]]), h)
+    assert g.shape == (3, 4)
+    assert np.allclose(g[0], 0) and np.allclose(g[1], [-0.1, -0.2, 0.1, 0.2])
+    assert np.linalg.norm(g[2]) > np.linalg.norm(g[1]) > 0
+
+
+def test_badge_picks_unsure_images_of_different_blobs_where_margin_piles_into_one() -> None:
+    """Sure images have near-zero gradients, one cluster at the origin: K-means++ takes at most one of them
+    (its D² mass) and spends the rest on unsure images, each unlike the ones before."""
+    x = _blobs()
+    m = np.full(len(x), 0.98)
+    unsure = np.concatenate([np.arange(0, 6), np.arange(60, 66), np.arange(120, 126), np.arange(180, 186)])
+    m[unsure] = 0.05
+    probs = _probs_with_margins(m)
+    plain = UncertaintySelector(budget=4, rule="margin").select(len(x), x, predictions=probs)
+    assert {int(i) // 60 for i in plain.indices} == {0}
+    for seed in range(5):
+        sel = UncertaintySelector(budget=4, rule="badge", seed=seed).select(len(x), x, predictions=probs)
+        picked_unsure = [int(i) for i in sel.indices if i in set(unsure.tolist())]
+        assert len(picked_unsure) >= 3 and len({i // 60 for i in picked_unsure}) == len(picked_unsure)
+        assert set(sel.rule) == {"badge"} and len(set(sel.indices.tolist())) == 4
