@@ -21,13 +21,10 @@ from typing import Any
 
 from record import mean_std, save_result
 
+from imgselect.run.rounds import best_accuracy
+
 BASE = "typiclust"
 ORDER = ("random", "typiclust", "margin", "cluster_margin", "mixed")
-
-
-def accuracy(row: dict[str, Any]) -> float:
-    value = row["after_accuracy"] if row.get("after_accuracy") is not None else row["before_accuracy"]
-    return float(value)
 
 
 def load(paths: list[Path]) -> dict[str, dict[int, dict[int, float]]]:
@@ -37,7 +34,7 @@ def load(paths: list[Path]) -> dict[str, dict[int, dict[int, float]]]:
         for rounds_file in sorted(root.rglob("rounds.json")):
             result = json.loads((rounds_file.parent / "result.json").read_text())
             for row in json.loads(rounds_file.read_text()):
-                table[row["selector"]][int(row["labels"])][int(result["seed"])] = accuracy(row)
+                table[row["selector"]][int(row["labels"])][int(result["seed"])] = best_accuracy(row)
     return table
 
 
@@ -90,7 +87,13 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(
+    summary: dict[str, Any],
+    path: Path,
+    ylabel: str = "validation accuracy",
+    xlabel: str = "labels (all rounds so far)",
+) -> None:
+    """Accuracy against labels, one line per policy (``{policy: {labels: mean, std, n}}``), seed error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,8 +106,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             xs, [rows[x]["mean"] for x in xs], yerr=[rows[x]["std"] for x in xs], marker="o", capsize=3,
             linestyle="--" if policy == "random" else "-", label=f"{policy} (n={min(rows[x]['n'] for x in xs)})",
         )  # fmt: skip
-    ax.set_xlabel("labels (all rounds so far)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("Labeling in rounds: which policy chooses the next labels")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from record import mean_std, save_result
+from rounds import plot as plot_policies
 from selection_probe import TASKS, compose, embed, fit_probe_features, hydra_conf, probe_scores, quiet_logs
 
 POLICIES = ("random", "typiclust", "margin", "cluster_margin", "mixed", "badge")
@@ -155,24 +156,9 @@ def markdown(summary: dict[str, Any], policies: list[str]) -> str:
 
 
 def plot(summary: dict[str, Any], split: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    for policy, rows in summary[split].items():
-        xs = sorted(rows)
-        ax.errorbar(xs, [rows[x]["mean"] for x in xs], yerr=[rows[x]["std"] for x in xs], marker="o", capsize=2,
-                    linestyle="--" if policy == "random" else "-", label=f"{policy} (n={rows[xs[0]]['n']})")  # fmt: skip
-    ax.set_xlabel("labels (all rounds so far; ten classes)")
-    ax.set_ylabel(f"accuracy ({split} split, linear probe)")
-    ax.set_title("Labeling in rounds: which policy picks the next labels")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """One split's curves, drawn as ``benchmarks/rounds.py`` draws a sweep's."""
+    ylabel = f"accuracy ({split} split, linear probe)"
+    plot_policies(summary[split], path, ylabel=ylabel, xlabel="labels (all rounds so far; ten classes)")
 
 
 def main() -> int:
