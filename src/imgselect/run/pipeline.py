@@ -198,8 +198,13 @@ class Job:
 
     @property
     def selecting(self) -> bool:
-        """Whether the job chooses images: with a person's labels, ``budget=0`` trains on them, choosing none."""
-        return self.selector.budget > 0 or self.labeler.reveals
+        """Whether the job chooses images (:func:`chooses`)."""
+        return chooses(self.selector, self.labeler)
+
+
+def chooses(selector: Selector, labeler: Labeler) -> bool:
+    """Whether a job chooses images: with a person's labels, ``budget=0`` trains on them, choosing none."""
+    return selector.budget > 0 or labeler.reveals
 
 
 def run(cfg: DictConfig, input_ids: dict[str, str] | None = None) -> float | None:
@@ -244,7 +249,7 @@ def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | N
     )
     selector: Selector = instantiate(cfg.selector)
     labeler: Labeler = instantiate(cfg.labels)
-    uses_embedding = (selector.budget > 0 or labeler.reveals) and selector.requires_embeddings
+    uses_embedding = chooses(selector, labeler) and selector.requires_embeddings
     if uses_embedding and cfg.embedding.get("model") is not None and "channels" in cfg.embedding.model:
         # the autoencoder halves the image once per entry of its channels: checked before it is built
         check_image_size(int(cfg.image_size), len(cfg.embedding.model.channels))
