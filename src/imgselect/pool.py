@@ -61,6 +61,37 @@ class ImageSet:
         return self.known_fingerprint
 
 
+@dataclass(frozen=True)
+class PoolShard:
+    """The block of pool rows one rank of a DDP job embeds and clusters: ``[start, stop)`` of ``total``.
+
+    Blocks are contiguous (a mapped pool or embedding file is read in one run of pages) and as even as
+    possible: the first ``total % world`` ranks hold one row more.
+    """
+
+    rank: int
+    world: int
+    start: int
+    stop: int
+    total: int
+
+    @classmethod
+    def of(cls, total: int, rank: int, world: int) -> PoolShard:
+        """Rank ``rank``'s block of a pool of ``total`` rows split over ``world`` ranks."""
+        if world < 1 or not 0 <= rank < world or total < 0:
+            raise ValueError(f"no shard {rank} of {world} for a pool of {total}")
+        base, extra = divmod(total, world)
+        start = rank * base + min(rank, extra)
+        return cls(rank, world, start, start + base + (rank < extra), total)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.stop)
+
+
 FINGERPRINT_CHUNK = 1 << 26  # bytes hashed at a time (64 MiB): no copy of the whole pool
 
 

@@ -13,8 +13,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from imgselect.selection.distributed import distributed_kmeans
 from imgselect.selection.kmeans import kmeans
+from imgselect.selection.selectors import KMeansSelector
+from imgselect.selection.typiclust import TypiClustSelector
 
 K, N, D = 8, 2000, 16
+BUDGET, SAMPLE = 20, 300  # TypiClust over the ranks; a seeding sample smaller than the pool
 # rows of each rank: even, uneven, and a rank holding nothing
 SPLITS = {"even": (1000, 1000), "uneven": (1100, 900), "empty": (2000, 0)}
 
@@ -46,6 +49,26 @@ def _worker(rank: int, world: int, folder: str) -> None:
                 counts=r.counts,
                 world_size=r.world_size,
             )
+        # interleaved shards with their pool indices: seeding by id, and TypiClust over both ranks
+        ids = np.arange(N)[rank::2]
+        pool = np.load(f"{folder}/pool.npy", mmap_mode="r")  # as a job's ranks see the embedding file
+        r = distributed_kmeans(pool[ids], K, seed=0, ids=ids, sample_per_rank=SAMPLE, gpu=False)
+        sel = TypiClustSelector(budget=BUDGET, seed=0, gpu=False).choose_sharded(pool, ids, source="blobs")
+        for pick in ("centroid", "random"):
+            one = KMeansSelector(BUDGET, pick=pick, seed=0, gpu=False).choose_sharded(
+                pool, ids, source="blobs"
+            )
+            np.save(f"{folder}/{pick}_picks{rank}.npy", one.indices)
+        np.savez(
+            f"{folder}/ids_out{rank}.npz",
+            ids=ids,
+            centroids=r.centroids,
+            assignments=r.assignments,
+            picks=sel.indices,
+            score=sel.score,
+            cluster_size=sel.cluster_size,
+            rule=np.array(sel.rule),
+        )
         # rank 1's shard has one dimension fewer: every rank must raise, none wait forever
         shard = np.load(f"{folder}/even_shard{rank}.npy")[:, : D - rank]
         try:
@@ -63,6 +86,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of one 2-process job: the shards it was given and what each rank saved."""
     folder = tmp_path_factory.mktemp("distributed_kmeans")
     x, _ = _pool()
+    np.save(folder / "pool.npy", x)
     for split, (rows0, _) in SPLITS.items():
         np.save(folder / f"{split}_shard0.npy", x[:rows0])
         np.save(folder / f"{split}_shard1.npy", x[rows0:])
@@ -163,3 +187,68 @@ def test_an_empty_centre_keeps_its_position() -> None:
     assert np.isfinite(r.centroids).all() and r.objective == 0.0
     empty = r.centroids[r.counts == 0][0]
     assert min(np.abs(empty - p).max() for p in x[::10]) == 0.0  # still on the point it was seeded at
+
+
+def test_seeding_by_pool_index_makes_two_ranks_cluster_and_pick_as_one(job: Path) -> None:
+    """With ids, the seeding sample is the same points however the pool is split: two ranks holding the even
+    and the odd indices get one process's centres and assignments, and TypiClust over the ranks (typicality on
+    the rank owning each cluster) the same picks, scores and cluster sizes as TypiClust over one."""
+    x, _ = _pool()
+    alone = distributed_kmeans(x, K, seed=0, ids=np.arange(N), sample_per_rank=SAMPLE, gpu=False)
+    one = TypiClustSelector(budget=BUDGET, seed=0, gpu=False).choose_sharded(x, np.arange(N), source="blobs")
+    assert one.stats["ranks"] == 1 and len(set(one.indices.tolist())) == BUDGET
+    both = np.empty(N, dtype=np.int64)
+    for rank in range(2):
+        out = np.load(job / f"ids_out{rank}.npz")
+        np.testing.assert_allclose(out["centroids"], alone.centroids, rtol=0, atol=1e-4)
+        both[out["ids"]] = out["assignments"]
+        np.testing.assert_array_equal(out["picks"], one.indices)
+        np.testing.assert_allclose(out["score"], one.score, rtol=1e-5)
+        np.testing.assert_array_equal(out["cluster_size"], one.cluster_size)
+        assert out["rule"].tolist() == one.rule
+    np.testing.assert_array_equal(both, alone.assignments)
+
+
+def test_seeding_by_id_draws_about_the_sample_size_whatever_the_ids() -> None:
+    from imgselect.selection.distributed import id_uniform
+
+    u = id_uniform(np.arange(100_000), seed=3)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(float((u < 0.1).mean()) - 0.1) < 0.005  # uniform enough for a sample of 10 %
+    # a draw is a function of the id and the seed alone: the same ids in another order, and another seed
+    np.testing.assert_array_equal(id_uniform(np.arange(100_000)[::-1], seed=3), u[::-1])
+    assert not np.array_equal(id_uniform(np.arange(1000), seed=4), u[:1000])
+
+
+@pytest.mark.parametrize("pick", ["centroid", "random"])
+def test_one_per_cluster_over_two_ranks_picks_as_one_rank(job: Path, pick: str) -> None:
+    """The paper's selector over the ranks: each rank's best member of every cluster, the best of those; the
+    random pick is a seeded draw of each pool index, so two ranks draw as one."""
+    x, truth = _pool()
+    one = KMeansSelector(BUDGET, pick=pick, seed=0, gpu=False).choose_sharded(x, np.arange(N), source="blobs")
+    assert len(set(one.indices.tolist())) == BUDGET and one.rule == [pick] * BUDGET
+    for rank in range(2):
+        np.testing.assert_array_equal(np.load(job / f"{pick}_picks{rank}.npy"), one.indices)
+    assert len(set(one.cluster.tolist())) == BUDGET  # one pick from each cluster
+    clustering = distributed_kmeans(x, BUDGET, seed=0, ids=np.arange(N), gpu=False)  # the one it ran
+    np.testing.assert_array_equal(clustering.assignments[one.indices], one.cluster)
+    if pick == "centroid":  # each pick is its cluster's nearest member
+        for c, i in zip(one.cluster, one.indices, strict=True):
+            assert clustering.sq_distances[i] == clustering.sq_distances[clustering.assignments == c].min()
+    assert len(set(truth[one.indices].tolist())) == K  # 20 clusters of 8 blobs: every blob is picked from
+
+
+def test_clusters_left_empty_are_filled_with_the_farthest_images() -> None:
+    # 3 distinct points (10 copies each) and 2 outliers, budget 6: K-means leaves clusters empty
+    x = np.concatenate(
+        [
+            np.repeat(np.eye(3, dtype=np.float32) * 10, 10, axis=0),
+            np.array([[5, 5, 0], [0, 5, 5]], np.float32),
+        ]
+    )
+    sel = KMeansSelector(6, pick="centroid", seed=0, gpu=False).choose_sharded(
+        x, np.arange(len(x)), source="t"
+    )
+    assert len(set(sel.indices.tolist())) == 6
+    n_fill = sel.rule.count("fill")
+    assert n_fill == sel.stats["empty_clusters"] > 0 and any("filled" in note for note in sel.notes)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import lightning.pytorch as pl
 import numpy as np
 
-from imgselect.pool import ImageSet
+from imgselect.pool import ImageSet, PoolShard
 from imgselect.run.runtime import TrainerFactory
 
 
@@ -23,6 +23,8 @@ class EmbedContext:
         out_dir: the job folder (pictures and checkpoints a person should see go here).
         seed: the job's seed.
         trainers: builds Lightning Trainers with the job's hardware and logger.
+        shard: under DDP, this rank's block of the pool: an embedding that can (``pixels``) computes only
+            those rows and says so (:attr:`EmbedOutput.shard`); ``None``: one process, or not sharded.
     """
 
     pool: ImageSet
@@ -30,6 +32,7 @@ class EmbedContext:
     out_dir: Path
     seed: int
     trainers: TrainerFactory
+    shard: PoolShard | None = None
 
 
 @dataclass
@@ -38,7 +41,8 @@ class EmbedOutput:
 
     Attributes:
         embeddings: ``(n_pool, d)`` float32, row ``i`` for pool image ``i``; ``None`` on DDP ranks other
-            than 0 when the embedding was gathered to rank 0.
+            than 0 when the embedding was gathered to rank 0; only the rows of :attr:`shard` when set.
+        shard: the block of the pool ``embeddings`` holds (each rank computed its own), or ``None``.
         files: files in the job folder to keep with the cached embeddings (a checkpoint, pictures).
         metrics: numbers for result.json (training losses, ...).
         timings: seconds of named sub-stages (``autoencoder``, ``embed``).
@@ -48,6 +52,7 @@ class EmbedOutput:
     files: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    shard: PoolShard | None = None
 
 
 @runtime_checkable

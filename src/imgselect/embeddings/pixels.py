@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.pool import scan
+from imgselect.pool import PoolShard, scan
+from imgselect.selection.distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,13 @@ def downscale(
 
 class Moments:
     """Mean and covariance of rows given a batch at a time (float64, shifted by the first batch's mean so
-    the sums do not cancel): the PCA of a pool that is never held as one matrix."""
+    the sums do not cancel): the PCA of a pool that is never held as one matrix. ``shift``: the point the sums
+    are taken around (default: the first batch's mean); ranks that sum shards of one pool share it, and
+    :meth:`all_reduced` adds their sums up."""
 
-    def __init__(self) -> None:
+    def __init__(self, shift: np.ndarray | None = None) -> None:
         self.n = 0
-        self.shift: np.ndarray | None = None
+        self.shift: np.ndarray | None = None if shift is None else np.asarray(shift, dtype=np.float64)
         self.s1: np.ndarray | None = None
         self.s2: np.ndarray | None = None
 
@@ -59,13 +62,25 @@ class Moments:
         x64 = x.astype(np.float64)
         if self.shift is None:
             self.shift = x64.mean(axis=0)
+        if self.s1 is None or self.s2 is None:
             self.s1 = np.zeros(x.shape[1])
             self.s2 = np.zeros((x.shape[1], x.shape[1]))
-        assert self.s1 is not None and self.s2 is not None
         d = x64 - self.shift
         self.s1 += d.sum(axis=0)
         self.s2 += d.T @ d
         self.n += len(x)
+
+    def all_reduced(self, world: int) -> Moments:
+        """These moments summed with those of every rank of the default process group (``world`` ranks; all
+        built with the same ``shift``; a rank may have added no rows)."""
+        assert self.shift is not None
+        d = len(self.shift)
+        s1 = self.s1 if self.s1 is not None else np.zeros(d)
+        s2 = self.s2 if self.s2 is not None else np.zeros((d, d))
+        flat = all_reduce_sum(np.concatenate([[float(self.n)], s1, s2.ravel()]), world)
+        total = Moments(self.shift)
+        total.n, total.s1, total.s2 = round(flat[0]), flat[1 : 1 + d], flat[1 + d :].reshape(d, d)
+        return total
 
     def mean(self) -> np.ndarray:
         assert self.shift is not None and self.s1 is not None
@@ -150,33 +165,47 @@ class PixelsEmbedding:
         dim = min(self.dim, features, len(images))
         if dim < self.dim:
             log.warning("pixels: only %d components possible (asked %d)", dim, self.dim)
-        z, explained = pixels_pca(images, self.size, dim, self.grayscale, self.whiten)
+        z, explained = pixels_pca(images, self.size, dim, self.grayscale, self.whiten, shard=ctx.shard)
         log.info(
             "pixels: %d images -> %d-d PCA of %d pixel values (%.1f%% of variance)",
-            len(z),
+            len(images),
             dim,
             features,
             100 * explained,
         )
-        return EmbedOutput(embeddings=z, metrics={"pca_explained_variance": explained, "dim": dim})
+        metrics = {"pca_explained_variance": explained, "dim": dim}
+        return EmbedOutput(embeddings=z, metrics=metrics, shard=ctx.shard)
 
 
 def pixels_pca(
-    images: torch.Tensor, size: int, dim: int, grayscale: bool = False, whiten: bool = False
+    images: torch.Tensor,
+    size: int,
+    dim: int,
+    grayscale: bool = False,
+    whiten: bool = False,
+    shard: PoolShard | None = None,
 ) -> tuple[np.ndarray, float]:
     """``images`` downscaled to ``size``×``size`` and projected on their ``dim`` leading principal components:
     the ``(n, dim)`` float32 projection and the fraction of the variance it keeps.
 
     Two passes over the pool, a batch at a time: the pixels' moments, then their projection. No ``(n, pixel
     values)`` matrix is ever held (at a million images of 16x16x3 it would be 3 GB of floats).
+
+    ``shard``: this DDP rank's block of the pool. Each rank sums the moments of its block around the same point
+    (the mean of the pool's first batch), the sums are all-reduced, every rank fits the same PCA, and each
+    projects its own block: the ``(len(shard), dim)`` rows of its block are returned.
     """
-    moments = Moments()
-    for x in downscale_batches(images, size, grayscale):
+    rows = images if shard is None else images[shard.rows]
+    first = next(downscale_batches(images[:DOWNSCALE_BATCH], size, grayscale), None)
+    moments = Moments(None if first is None else first.astype(np.float64).mean(axis=0))
+    for x in downscale_batches(rows, size, grayscale):
         moments.add(x)
+    if shard is not None:
+        moments = moments.all_reduced(shard.world)
     fitted = PCA.fit(moments, dim)
-    z = np.empty((len(images), dim), dtype=np.float32)
+    z = np.empty((len(rows), dim), dtype=np.float32)
     i = 0
-    for x in downscale_batches(images, size, grayscale):
+    for x in downscale_batches(rows, size, grayscale):
         z[i : i + len(x)] = fitted.transform(x, whiten)
         i += len(x)
     return z, float(fitted.explained_ratio.sum())

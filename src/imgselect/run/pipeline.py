@@ -27,7 +27,7 @@ from imgselect.io.artifacts import write_csv_atomic
 from imgselect.io.result import RunResult
 from imgselect.labeling.labels import EarlierRounds, LabeledSet, Labeler
 from imgselect.labeling.tasks import add_predictions, write_labeling_files
-from imgselect.pool import ImageSet, PoolSource
+from imgselect.pool import ImageSet, PoolShard, PoolSource
 from imgselect.run.jobfolder import input_digests, input_paths
 from imgselect.run.jobs import config_hash, metric_of
 from imgselect.run.progress import set_progress_mode
@@ -39,11 +39,13 @@ from imgselect.run.runtime import (
     limit_threads_from_env,
     quiet_lightning,
     reset_distributed,
+    reset_peak_memory,
     versions,
 )
 from imgselect.run.settings import check_image_size, check_input_files, check_numbers, check_settings
 from imgselect.run.tracking import JobTracker, TrackedJob, tracking
 from imgselect.selection.dedup import Dedup
+from imgselect.selection.distributed import rank_and_world
 from imgselect.selection.selectors import Selection, Selector
 from imgselect.stages.classify import ClassifierPlan, ClassifierResult, FixMatchPlan, classifier_stage
 from imgselect.stages.embed import embed_stage
@@ -300,6 +302,7 @@ class _Outputs:
     pretrained_info: dict[str, Any] | None = None
     embeddings: np.ndarray | None = None
     embedding_info: dict[str, Any] = field(default_factory=dict)
+    shard: PoolShard | None = None  # this rank's block of the pool in a sharded DDP job
     selection: Selection | None = None
     labeled: LabeledSet | None = None  # what the classifier trained on (earlier rounds' labels and the new)
     pool_predictions: np.ndarray | None = None  # (n_pool, C), NaN rows for images not predicted
@@ -466,9 +469,23 @@ def _check_against_pool(job: Job, out: _Outputs) -> None:
 
 def _embed(job: Job, out: _Outputs, timer: StageTimer) -> None:
     """The pretraining (trained once per pool, settings and seed, cached like the autoencoder) and the
-    selector's embedding (the pretraining's features for ``embedding=ssl``)."""
+    selector's embedding (the pretraining's features for ``embedding=ssl``).
+
+    Under DDP (``trainer=ddp``) the job's ranks start here, before any training, and the pool is sharded over
+    them: each rank embeds its block where the embedding can (``pixels``; any cached embedding is read a block
+    per rank), and the selection runs on every rank (:func:`select_stage`)."""
+    shard = None
+    if job.embedding is not None and job.trainers.data_parallel():
+        job.trainers.start_ranks()
+        shard = PoolShard.of(len(out.dm.pool), *rank_and_world())
+        reset_peak_memory()  # the selection stats report each rank's peak from here
     ctx = EmbedContext(
-        pool=out.dm.pool, datamodule=out.datamodule, out_dir=job.out_dir, seed=job.seed, trainers=job.trainers
+        pool=out.dm.pool,
+        datamodule=out.datamodule,
+        out_dir=job.out_dir,
+        seed=job.seed,
+        trainers=job.trainers,
+        shard=shard,
     )
     pretrained = None
     if job.pretraining is not None:
@@ -478,9 +495,10 @@ def _embed(job: Job, out: _Outputs, timer: StageTimer) -> None:
         return
     if job.embedding.from_pretraining and pretrained is not None:
         out.embeddings, out.embedding_info = pretrained.embeddings, {**pretrained.info, "from": "pretrain"}
+        out.shard = pretrained.shard
     else:
         emb = embed_stage(job.embedding, ctx, job.cache_dir, timer, use_cache=job.use_cache)
-        out.embeddings, out.embedding_info = emb.embeddings, emb.info
+        out.embeddings, out.embedding_info, out.shard = emb.embeddings, emb.info, emb.shard
 
 
 def _select(job: Job, out: _Outputs, timer: StageTimer) -> None:
@@ -504,6 +522,7 @@ def _select(job: Job, out: _Outputs, timer: StageTimer) -> None:
             exclude=exclude,
             keep=job.keep,
             predictions=job.predictions,
+            shard=out.shard,
         )
     if not is_rank_zero():
         return

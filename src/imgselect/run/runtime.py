@@ -112,6 +112,41 @@ class TrainerFactory:
             return False
         return self.devices is None or one_device(self.devices)
 
+    def data_parallel(self) -> bool:
+        """Whether the job runs as DDP ranks (``trainer=ddp``, any number of devices, one included)."""
+        return str(self.strategy or "").startswith("ddp")
+
+    def start_ranks(self) -> None:
+        """Start the job's DDP ranks and their process group now, before any Trainer, so that the embedding
+        and the selection run sharded over them (a job whose selection needs no training would otherwise
+        start them only for the classifier, after choosing on one process).
+
+        Lightning's own launcher does it (:class:`lightning.fabric.Fabric` with the trainer's accelerator,
+        devices and nodes): it relaunches this script once per further device on this node, as a Trainer
+        would, and the job's later Trainers find the group up and reuse it. A no-op when the group is up
+        already or the job is not DDP.
+        """
+        import torch.distributed as dist
+
+        if not self.data_parallel() or (dist.is_available() and dist.is_initialized()):
+            return
+        from lightning.fabric import Fabric
+
+        prepare_ddp_relaunch(self.strategy, self.out_dir, self.devices)
+        keywords = getattr(self.trainer, "keywords", {})
+        fabric = Fabric(
+            accelerator=keywords.get("accelerator", "auto"),
+            devices=keywords.get("devices", "auto"),
+            num_nodes=keywords.get("num_nodes", 1),
+            strategy=str(self.strategy),
+        )
+        fabric.launch()
+        log.info(
+            "DDP: rank %d of %d started for the embedding and selection",
+            fabric.global_rank,
+            fabric.world_size,
+        )
+
     def __call__(
         self, stage: str, max_epochs: int, callbacks: list[pl.Callback], **kwargs: Any
     ) -> pl.Trainer:
@@ -210,6 +245,44 @@ def reset_distributed() -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+_RSS_AT_RESET: list[float] = []  # this process's resident memory (MiB) when reset_peak_memory last ran
+
+
+def reset_peak_memory() -> None:
+    """Start this process's peak resident memory afresh (Linux: ``5`` into ``/proc/self/clear_refs``) and note
+    what is resident now, so that :func:`peak_memory_mib` reports the peak of what follows, not of an earlier job
+    of the same process (a sweep runs its jobs in one process, and a DDP child inherits ``ru_maxrss`` from the
+    rank that started it). Does nothing where the file cannot be written."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        log.debug("cannot reset the peak resident memory: /proc/self/clear_refs not writable")
+        return
+    _RSS_AT_RESET[:] = [_status_mib("VmRSS") or 0.0]
+
+
+def peak_memory_mib() -> tuple[float, float]:
+    """This process's peak resident memory in MiB (``VmHWM``, else ``ru_maxrss``) and what it was when
+    :func:`reset_peak_memory` ran (0 when it did not): their difference is what the work since added."""
+    peak = _status_mib("VmHWM")
+    if peak is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak, (_RSS_AT_RESET[0] if _RSS_AT_RESET else 0.0)
+
+
+def _status_mib(key: str) -> float | None:
+    """A ``kB`` line of ``/proc/self/status`` in MiB (``None`` where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def limit_threads_from_env() -> None:

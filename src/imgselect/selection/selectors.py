@@ -14,6 +14,14 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from imgselect.selection.distributed import (
+    distributed_kmeans,
+    first_per_cluster,
+    gather_all,
+    id_uniform,
+    release_pages,
+    shard_rows,
+)
 from imgselect.selection.kmeans import KMeansInit, KMeansOptions, KMeansResult, check_finite
 from imgselect.selection.picks import fill_farthest, pick_nearest, pick_random
 
@@ -149,6 +157,20 @@ class Selector(Protocol):
             n_classes: number of classes of the task, for selectors whose rules need it (ProbCover's
                 purity rule); others ignore it.
         """
+        ...
+
+
+@runtime_checkable
+class ShardedSelector(Protocol):
+    """A selector that can choose from a pool whose embeddings stay sharded over a DDP job's ranks
+    (:mod:`imgselect.selection.distributed`): every rank calls :meth:`choose_sharded` with its own block and
+    gets the same selection back. The selection stage uses it when the job runs under DDP; a selector without
+    it gets the whole matrix on rank 0 instead."""
+
+    def choose_sharded(self, embeddings: np.ndarray, ids: np.ndarray, *, source: str) -> Selection:
+        """Pick ``budget`` distinct pool indices from the candidates of every rank: ``embeddings`` the pool's
+        ``(n_pool, d)`` matrix as every rank sees it (a mapped file: a rank reads what it needs), ``ids`` this
+        rank's candidates (ascending pool indices). Every rank gets the same selection."""
         ...
 
 
@@ -349,3 +371,61 @@ class KMeansSelector(KMeansBase):
             rule += ["fill"] * n_empty
         stats: dict[str, float | int | str] = {"empty_clusters": n_empty, "distinct_embeddings": n_distinct}
         return Selection.of_clusters(res, chosen, rule, notes=notes, stats=stats)
+
+    def choose_sharded(self, embeddings: np.ndarray, ids: np.ndarray, *, source: str) -> Selection:
+        """One image per cluster of a pool sharded over a DDP job's ranks (:class:`ShardedSelector`):
+        :func:`~imgselect.selection.distributed.distributed_kmeans` of each rank's rows (seeded by pool index),
+        then each rank's best member of every cluster, gathered, and the best of those: the nearest to the centroid
+        (``pick=centroid``), or the member with the lowest seeded draw of its pool index (``pick=random``: a
+        uniform pick that does not depend on the sharding; a one-process job draws differently). Empty clusters
+        are filled with the unchosen images farthest from their centroid, as in :meth:`choose`. Vectors never
+        travel: only a few numbers per cluster and rank.
+        """
+        k = self.budget
+        ids = np.asarray(ids, dtype=np.int64)
+        res = distributed_kmeans(
+            shard_rows(embeddings, ids), k, niter=self.niter, seed=self.seed, gpu=self.gpu, ids=ids
+        )
+        release_pages(embeddings)
+        sq = res.sq_distances.astype(np.float64)
+        key = sq if self.pick == "centroid" else id_uniform(ids, self.seed)
+        best = first_per_cluster(res.assignments, key, ids)
+        offered = [res.assignments[best], key[best], ids[best], sq[best]]
+        cluster, keys, cand, cand_sq = (
+            np.concatenate(parts) for parts in zip(*gather_all(offered), strict=True)
+        )
+        win = first_per_cluster(cluster, keys, cand)
+        chosen, chosen_cluster, chosen_sq = cand[win], cluster[win], cand_sq[win]
+        rule = [self.pick] * len(chosen)
+        notes: list[str] = []
+        n_empty = k - len(chosen)
+        if n_empty:
+            free = ~np.isin(ids, chosen)
+            far = np.lexsort((ids[free], -sq[free]))[:n_empty]  # this rank's farthest, then lowest index
+            offered = [ids[free][far], sq[free][far], res.assignments[free][far]]
+            cand, cand_sq, cluster = (
+                np.concatenate(parts) for parts in zip(*gather_all(offered), strict=True)
+            )
+            top = np.lexsort((cand, -cand_sq))[:n_empty]
+            chosen = np.concatenate([chosen, cand[top]])
+            chosen_cluster = np.concatenate([chosen_cluster, cluster[top]])
+            chosen_sq = np.concatenate([chosen_sq, cand_sq[top]])
+            rule += ["fill"] * n_empty
+            notes.append(
+                f"K-means left {n_empty} of {k} clusters empty; filled them with the {n_empty} images "
+                f"farthest from their centroid (rule 'fill' in selection.csv)"
+            )
+        return Selection(
+            indices=chosen.astype(np.int64),
+            cluster=chosen_cluster.astype(np.int64),
+            distance=np.sqrt(chosen_sq).astype(np.float32),
+            cluster_size=res.counts[chosen_cluster.astype(np.int64)],
+            rule=rule,
+            notes=notes,
+            stats={
+                "kmeans_objective": res.objective,
+                "kmeans_device": res.device,
+                "empty_clusters": n_empty,
+                "ranks": res.world_size,
+            },
+        )

@@ -8,6 +8,16 @@ from typing import ClassVar
 
 import numpy as np
 
+from imgselect.selection.distributed import (
+    cluster_owners,
+    distributed_kmeans,
+    gather_all,
+    rank_and_world,
+    release_pages,
+    row_reader,
+    send_to_owners,
+    shard_rows,
+)
 from imgselect.selection.neighbors import knn
 from imgselect.selection.picks import cluster_members
 from imgselect.selection.selectors import KMeansBase, Selection
@@ -96,45 +106,102 @@ class TypiClustSelector(KMeansBase):
             typ[m] = typicality(x[m], self.k_neighbors, gpu=self.gpu)
             ranked.append(m[np.lexsort((m, -typ[m]))])
 
-        # largest first, ties to the lower cluster id (argsort is stable)
-        by_size = np.argsort(-sizes, kind="stable")
-        usable = [int(c) for c in by_size if sizes[c] >= self.min_cluster_size]
-        small = [int(c) for c in by_size if 0 < sizes[c] < self.min_cluster_size]
-        picks: list[int] = []
-        rule: list[str] = []
-        for group, first_rule in ((usable, "typical"), (small, "small_cluster")):
-            depth = 0
-            while len(picks) < k and any(depth < sizes[c] for c in group):
-                for c in group:
-                    if len(picks) == k:
-                        break
-                    if depth < sizes[c]:
-                        picks.append(int(ranked[c][depth]))
-                        rule.append(
-                            first_rule if depth == 0 or first_rule == "small_cluster" else "round_robin"
-                        )
-                depth += 1
-            if len(picks) == k:
-                break
+        schedule = pick_schedule(sizes, k, self.min_cluster_size)
+        picks = [int(ranked[c][depth]) for c, depth, _ in schedule]
+        rule = [r for _, _, r in schedule]
         chosen = np.asarray(picks, dtype=np.int64)
+        stats = self._stats(sizes, rule, source)
+        notes = self._notes(sizes, rule)
+        return Selection.of_clusters(res, chosen, rule, notes=notes, stats=stats, score=typ[chosen])
+
+    def choose_sharded(self, embeddings: np.ndarray, ids: np.ndarray, *, source: str) -> Selection:
+        """TypiClust of a pool sharded over the ranks of a DDP job (:class:`ShardedSelector`): the same rules as
+        :meth:`choose`, with the clustering and the typicality spread over the ranks.
+
+        1. :func:`~imgselect.selection.distributed.distributed_kmeans` (K = budget) of this rank's rows
+           ``embeddings[ids]``, seeded on a sample drawn by pool index, so one rank, two or four start from the
+           same centres.
+        2. Each cluster gets an owner rank (:func:`~imgselect.selection.distributed.cluster_owners`: about
+           ``1 / world`` of the pool each); every rank sends it the pool indices (and squared distances) of its
+           members of that cluster, and the owner reads their vectors from ``embeddings`` one cluster at a time and
+           ranks them by typicality among all the cluster's members, exactly as :meth:`choose` does.
+        3. The order of the picks follows from the global cluster sizes alone (:func:`pick_schedule`), so each
+           owner sends back only the members it is asked for, and every rank assembles the same selection.
+
+        ``embeddings`` is the whole pool's matrix as every rank sees it: in a job, the embedding file mapped
+        read-only (:mod:`imgselect.stages.embed`), of which a rank reads only its block and, one cluster at a time,
+        the members of the clusters it owns. What travels between ranks is indices and distances, never vectors.
+        """
+        k = self.budget
+        ids = np.asarray(ids, dtype=np.int64)
+        res = distributed_kmeans(
+            shard_rows(embeddings, ids), k, niter=self.niter, seed=self.seed, gpu=self.gpu, ids=ids
+        )
+        release_pages(embeddings)  # the block K-means read; the owners read their members' rows next
+        sizes = res.counts
+        world = rank_and_world()[1]
+        owners = cluster_owners(sizes, world)
+        mine = send_to_owners(
+            owners, res.assignments, {"ids": ids, "cluster": res.assignments, "sq": res.sq_distances}, world
+        )
+        schedule = pick_schedule(sizes, k, self.min_cluster_size)
+        wanted = np.zeros(k, dtype=np.int64)
+        for c, depth, _ in schedule:
+            wanted[c] = max(wanted[c], depth + 1)
+        found: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        order = np.lexsort((mine["ids"], mine["cluster"]))  # by cluster, members in pool order
+        cluster = mine["cluster"][order]
+        bounds = np.searchsorted(cluster, np.arange(k + 1))
+        with row_reader(embeddings) as read:  # a cluster's members lie anywhere in the file
+            for c in map(int, np.flatnonzero(wanted)):
+                members = order[bounds[c] : bounds[c + 1]]
+                if not len(members):
+                    continue  # another rank's cluster
+                typ = typicality(read(mine["ids"][members]), self.k_neighbors, gpu=self.gpu)
+                best = np.lexsort((mine["ids"][members], -typ))[: wanted[c]]
+                found[c] = (mine["ids"][members][best], typ[best], mine["sq"][members][best])
+        merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for part in gather_all(found):
+            merged.update(part)
+        chosen = np.asarray([merged[c][0][d] for c, d, _ in schedule], dtype=np.int64)
+        rule = [r for _, _, r in schedule]
+        clusters = np.asarray([c for c, _, _ in schedule], dtype=np.int64)
+        return Selection(
+            indices=chosen,
+            cluster=clusters,
+            distance=np.sqrt(np.asarray([merged[c][2][d] for c, d, _ in schedule], dtype=np.float32)),
+            cluster_size=sizes[clusters],
+            rule=rule,
+            notes=self._notes(sizes, rule),
+            stats={
+                "kmeans_objective": res.objective,
+                "kmeans_device": res.device,
+                **self._stats(sizes, rule, source),
+                "ranks": world,
+                # the most any rank gathered for the typicality, as a share of the pool
+                "largest_owned_share": round(
+                    float(np.bincount(owners, sizes, world).max() / max(1, sizes.sum())), 4
+                ),
+            },
+            score=np.asarray([merged[c][1][d] for c, d, _ in schedule], dtype=np.float64),
+        )
+
+    def _stats(self, sizes: np.ndarray, rule: list[str], source: str) -> dict[str, float | int | str]:
+        """The cluster counts and pick rules of a selection (logged too)."""
+        n_usable = int((sizes >= self.min_cluster_size).sum())
+        n_small = int(((sizes > 0) & (sizes < self.min_cluster_size)).sum())
+        n_empty = int((sizes == 0).sum())
         log.info(
             "TypiClust: %d clusters (%d usable, %d small, %d empty), %d picks from %s",
-            k,
-            len(usable),
-            len(small),
-            int((sizes == 0).sum()),
-            k,
-            source,
-        )
-        stats: dict[str, float | int | str] = {
-            "empty_clusters": int((sizes == 0).sum()),
-            "small_clusters": len(small),
-            "usable_clusters": len(usable),
+            len(sizes), n_usable, n_small, n_empty, len(rule), source,
+        )  # fmt: skip
+        return {
+            "empty_clusters": n_empty,
+            "small_clusters": n_small,
+            "usable_clusters": n_usable,
             "round_robin_picks": rule.count("round_robin"),
             "small_cluster_picks": rule.count("small_cluster"),
         }
-        notes = self._notes(sizes, rule)
-        return Selection.of_clusters(res, chosen, rule, notes=notes, stats=stats, score=typ[chosen])
 
     def _notes(self, sizes: np.ndarray, rule: list[str]) -> list[str]:
         """What a person should know about how this selection deviated from one-typical-per-cluster."""
@@ -166,3 +233,31 @@ class TypiClustSelector(KMeansBase):
                 f"min_cluster_size={self.min_cluster_size} (rule 'small_cluster'): the larger ones ran out"
             )
         return notes
+
+
+def pick_schedule(sizes: np.ndarray, budget: int, min_cluster_size: int) -> list[tuple[int, int, str]]:
+    """The order of TypiClust's picks from the cluster sizes alone: ``(cluster, depth, rule)`` for each, ``depth``
+    being the rank of the pick among its cluster's members by typicality (0: the most typical).
+
+    Usable clusters (``min_cluster_size`` members or more) go first, largest first (ties: the lower cluster
+    id), one pick each (``typical``), then again at the next depth (``round_robin``) while the budget lasts;
+    if still short, the small clusters the same way (``small_cluster``). Empty clusters give nothing.
+    """
+    sizes = np.asarray(sizes)
+    by_size = np.argsort(-sizes, kind="stable")
+    usable = [int(c) for c in by_size if sizes[c] >= min_cluster_size]
+    small = [int(c) for c in by_size if 0 < sizes[c] < min_cluster_size]
+    schedule: list[tuple[int, int, str]] = []
+    for group, first_rule in ((usable, "typical"), (small, "small_cluster")):
+        depth = 0
+        while len(schedule) < budget and any(depth < sizes[c] for c in group):
+            for c in group:
+                if len(schedule) == budget:
+                    break
+                if depth < sizes[c]:
+                    later = "round_robin" if first_rule == "typical" else first_rule
+                    schedule.append((c, depth, first_rule if depth == 0 else later))
+            depth += 1
+        if len(schedule) == budget:
+            break
+    return schedule

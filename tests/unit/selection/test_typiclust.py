@@ -94,3 +94,21 @@ class TestTypiClustSelector:
             TypiClustSelector(budget=2, min_cluster_size=0)
         with pytest.raises(ValueError, match="needs pool embeddings"):
             TypiClustSelector(budget=2, gpu=False).select(5, None)
+
+
+def test_the_pick_order_follows_from_cluster_sizes_alone() -> None:
+    from imgselect.selection.typiclust import pick_schedule
+
+    sizes = np.array([3, 10, 0, 6, 1])
+    # usable clusters (>= 5 members) largest first, one each, then round-robin; small ones only when those run out
+    assert pick_schedule(sizes, 3, 5) == [(1, 0, "typical"), (3, 0, "typical"), (1, 1, "round_robin")]
+    full = pick_schedule(sizes, 20, 5)
+    assert len(full) == 20 and sum(r == "small_cluster" for _, _, r in full) == 4  # 3 + 1 small members
+    assert full[16:] == [
+        (0, 0, "small_cluster"),
+        (4, 0, "small_cluster"),
+        (0, 1, "small_cluster"),
+        (0, 2, "small_cluster"),
+    ]
+    assert all(c != 2 for c, _, _ in full)  # an empty cluster gives nothing
+    assert len(pick_schedule(sizes, 100, 5)) == sizes.sum()  # never more picks than members
