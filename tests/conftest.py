@@ -4,6 +4,7 @@ Fashion-MNIST files, and Hydra config composition with every path pointed into a
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,16 @@ def sweep_command(tmp_path: Path, fmnist_dir: Path, *overrides: str) -> list[str
         "embedding_map.method=pca",  # t-SNE's seconds per job add up over a suite; its own tests run it
         "hydra.sweep.dir=" + str(tmp_path / "sweep"),
     ]
+
+
+def run_command(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` (a ``train.py`` sweep) in ``cwd`` with the environment plus ``env``, output captured, at most
+    10 minutes; the caller asserts on its exit status."""
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})}
+    )
 
 
 CONF = ROOT / "conf"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgselect.io.artifacts import read_selection_csv
-from tests.conftest import sweep_command
+from tests.conftest import run_command, sweep_command
 
 
 def multirun(
@@ -20,9 +19,7 @@ def multirun(
     """Run `python train.py -m <overrides>` on a tiny pool with every path under ``tmp_path``; the sweep goes to
     ``tmp_path/sweep``."""
     cmd = sweep_command(tmp_path, fmnist_dir, *overrides, "experiment=cpu", "fit.autoencoder.epochs=1")
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, **(env or {})}
-    )
+    proc = run_command(cmd, tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 

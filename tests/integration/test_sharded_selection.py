@@ -4,8 +4,6 @@ the clustering's statistics are all-reduced, and one rank, two, with or without 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 
 from imgselect.io.artifacts import read_selection_csv
 from imgselect.pool import PoolShard
-from tests.conftest import sweep_command
+from tests.conftest import run_command, sweep_command
 
 POOL = 200  # sweep_command's data.pool_limit
 
@@ -36,14 +34,7 @@ def test_one_and_two_ranks_choose_the_same_set_with_no_rank_holding_the_pool(
         "~classifier",
         "hydra.sweep.subdir=devices${trainer.devices}_cache${cache}",
     )
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_command(cmd, tmp_path, {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sweep = tmp_path / "sweep"
     jobs = {p.name: p for p in sweep.iterdir() if (p / "result.json").exists()}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ from PIL import Image
 
 from imgselect.io.artifacts import read_selection_csv
 from imgselect.run.pipeline import run
+from tests.conftest import run_command
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,14 +111,7 @@ def test_videos_that_crashed_opencv_fail_as_jobs_and_the_sweep_goes_on(tmp_path:
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_command(cmd, tmp_path, {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1, f"exit status {proc.returncode}:\n{proc.stderr[-3000:]}"  # not killed
     assert f"{len(videos)} job(s) failed" in proc.stderr
     errors = [json.loads(f.read_text()) for f in sorted((tmp_path / "sweep").glob("*/error.json"))]

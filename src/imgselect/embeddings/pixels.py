@@ -195,9 +195,12 @@ def pixels_pca(
     (the mean of the pool's first batch), the sums are all-reduced, every rank fits the same PCA, and each
     projects its own block: the ``(len(shard), dim)`` rows of its block are returned.
     """
-    rows = images if shard is None else images[shard.rows]
-    first = next(downscale_batches(images[:DOWNSCALE_BATCH], size, grayscale), None)
-    moments = Moments(None if first is None else first.astype(np.float64).mean(axis=0))
+    rows, shift = images, None
+    if shard is not None:  # every rank sums around the pool's first batch's mean, as one process does
+        rows = images[shard.rows]
+        first = next(downscale_batches(images[:DOWNSCALE_BATCH], size, grayscale), None)
+        shift = None if first is None else first.astype(np.float64).mean(axis=0)
+    moments = Moments(shift)
     for x in downscale_batches(rows, size, grayscale):
         moments.add(x)
     if shard is not None:

@@ -183,20 +183,15 @@ def _gathered_sample(
         problem = f"shard must be a 2-D (n, d) array with d >= 1, got shape {x.shape}"
     elif bad := count_nonfinite_rows(x):
         problem = f"{bad} of {len(x)} embeddings contain NaN or inf"
-    sample = np.zeros((0, 0), dtype=np.float32)
     if ids is not None:
         return _sample_by_id(x, k, ids, seed=seed, size=sample_per_rank, problem=problem, world=world)
+    sample = np.zeros((0, 0), dtype=np.float32)
     if not problem:
         m = min(len(x), sample_per_rank or max(SAMPLE_PER_CENTROID * k, SAMPLE_MIN))
         rng = np.random.default_rng([seed, rank])
         sample = x[np.sort(rng.choice(len(x), size=m, replace=False))] if m < len(x) else x.copy()
     parts = _all_gather((problem, 0 if problem else len(x), sample), world)
-    problems = [f"rank {r}: {p}" for r, (p, _, _) in enumerate(parts) if p]
-    if problems:
-        raise ValueError("distributed K-means got bad shards: " + "; ".join(problems))
-    if len({s.shape[1] for _, _, s in parts}) > 1:
-        dims = ", ".join(f"rank {r}: d={s.shape[1]}" for r, (_, _, s) in enumerate(parts))
-        raise ValueError(f"every rank's shard must have the same dimension d, got {dims}")
+    _check_reports([(p, s.shape[1]) for p, _, s in parts])
     total = sum(n for _, n, _ in parts)
     gathered = np.concatenate([s for _, _, s in parts])
     if not 1 <= k <= len(gathered):
@@ -207,18 +202,25 @@ def _gathered_sample(
     return gathered, total
 
 
+def _check_reports(reports: list[tuple[str, int | None]]) -> None:
+    """Raise the same error on every rank when a rank reported a bad shard or the ranks' dimensions differ
+    (``reports``: each rank's problem, empty when none, and dimension ``d``, ``None`` for a rank whose ``d``
+    does not count, in rank order)."""
+    problems = [f"rank {r}: {p}" for r, (p, _) in enumerate(reports) if p]
+    if problems:
+        raise ValueError("distributed K-means got bad shards: " + "; ".join(problems))
+    if len({d for _, d in reports if d is not None}) > 1:
+        dims = ", ".join(f"rank {r}: d={d}" for r, (_, d) in enumerate(reports) if d is not None)
+        raise ValueError(f"every rank's shard must have the same dimension d, got {dims}")
+
+
 def _sample_by_id(
     x: np.ndarray, k: int, ids: np.ndarray, *, seed: int, size: int | None, problem: str, world: int
 ) -> tuple[np.ndarray, int]:
     """The seeding sample chosen by id (see :func:`distributed_kmeans`): two gathers, the counts, then the
     sampled rows with their ids."""
     parts = _all_gather((problem, 0 if problem else len(x), x.shape[1] if x.ndim == 2 else 0), world)
-    problems = [f"rank {r}: {p}" for r, (p, _, _) in enumerate(parts) if p]
-    if problems:
-        raise ValueError("distributed K-means got bad shards: " + "; ".join(problems))
-    if len({d for _, n, d in parts if n}) > 1:
-        dims = ", ".join(f"rank {r}: d={d}" for r, (_, _, d) in enumerate(parts))
-        raise ValueError(f"every rank's shard must have the same dimension d, got {dims}")
+    _check_reports([(p, d if n else None) for p, n, d in parts])  # an empty shard's d does not count
     total = sum(n for _, n, _ in parts)
     fraction = min(1.0, (size or max(SAMPLE_PER_CENTROID * k, SAMPLE_MIN)) / max(total, 1))
     keep = id_uniform(np.asarray(ids), seed) < fraction
