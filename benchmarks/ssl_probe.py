@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules import FashionMNISTDataModule  # noqa: E402
 from datamodules.fashion_mnist import CLASS_NAMES  # noqa: E402
-from imgselect.embeddings.ssl import knn_probe  # noqa: E402
+from imgselect.embeddings.backbone import stage_features  # noqa: E402
+from imgselect.embeddings.probe import knn_probe  # noqa: E402
 from imgselect.run.callbacks import embed_images  # noqa: E402
 from lightning_modules.ssl import SimCLRModule  # noqa: E402
 
@@ -58,11 +59,7 @@ def tap_features(model: SimCLRModule, images: torch.Tensor, batch: int = 512) ->
         feats = {f"{n}_avg": m.mean((2, 3)) for n, m in zip(names, maps, strict=True)}
         feats["s16_flat"] = maps[3].flatten(1)
         feats["pool"] = model.backbone(x)
-        feats["concat"] = torch.cat(
-            [torch.nn.functional.normalize(feats[f"{n}_avg"], dim=1) for n in names[1:]]
-            + [torch.nn.functional.normalize(feats["pool"], dim=1)],
-            dim=1,
-        )
+        feats["concat"] = stage_features(model.backbone, x)  # embedding=ssl embedding.features=stages
         for k, v in feats.items():
             out.setdefault(k, []).append(v.float().numpy())
     model.train()

@@ -1,5 +1,6 @@
-"""``pretrain=ssl`` in a job: trained on the pool, its features select (``embedding=ssl``), its backbone starts
-the classifier (``classifier.pretrained=ssl``), and a second job of the sweep reuses it from the cache."""
+"""``pretrain=ssl`` in a job: trained on the pool, its features select (``embedding=ssl``, pooled or read from its
+stages), its backbone starts the classifier (``classifier.pretrained=ssl``), and the next jobs of the sweep reuse
+it from the cache."""
 
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ def test_pretraining_serves_selection_and_classifier_once(
     r2 = json.loads((out / "result.json").read_text())
     assert r2["pretrain"]["cache_hit"] is True and "pretrain" not in r2["timings_s"]
     assert r2["pretrain"]["knn_accuracy"] == pre["knn_accuracy"]
+
+    # embedding.features=stages reads the cached backbone's stages as well: no second pretraining
+    run(compose_cfg(*TINY, *SSL, "embedding.features=stages", "budget=7", "~classifier"))
+    r3 = json.loads((out / "result.json").read_text())
+    assert r3["pretrain"]["cache_hit"] is True and "pretrain" not in r3["timings_s"]
+    info = r3["embedding_info"]
+    assert info["from"] == "pretrain" and info["features"] == "stages"
+    assert info["dim"] == 24 + 32 + 96 + 320 + 1280  # mobilenetv2_100's stages from stride 4 on, and its head
+    assert info["knn_holdout"] == 60 and 0.0 <= info["knn_accuracy"] <= 1.0
+    assert sum(r3["selected_class_histogram"].values()) == 7
 
 
 @pytest.mark.parametrize("wanted", [["embedding=ssl", "selector=typiclust"], ["classifier.pretrained=ssl"]])

@@ -123,6 +123,55 @@ class TestBackbone:
         with pytest.raises(ValueError, match="does not fit resnet18"):
             BackboneEmbedding("resnet18", weights=str(tmp_path / "bad.pth")).build()
 
+    def test_stages_readout_adds_the_stages_before_the_last_strides(self, tmp_path: Path) -> None:
+        """``features=stages``: every stage from stride 4 on, averaged, then the pooled head, each of unit
+        length; the head's block is the pooled readout's direction, so the two readouts share their last part."""
+        import timm
+
+        torch.manual_seed(2)
+        net = timm.create_model("resnet18", num_classes=0)
+        torch.save(net.state_dict(), tmp_path / "w.pth")
+        pool = tiny_pool(6, side=32)
+        pooled = BackboneEmbedding("resnet18", weights=str(tmp_path / "w.pth")).compute(
+            ctx_for(pool, tmp_path)
+        )
+        stages = BackboneEmbedding("resnet18", weights=str(tmp_path / "w.pth"), features="stages")
+        out = stages.compute(ctx_for(pool, tmp_path))
+        assert out.embeddings is not None and pooled.embeddings is not None
+        widths = [64, 128, 256, 512, 512]  # resnet18's layer1..layer4 (strides 4..32), then the 512-d head
+        assert out.embeddings.shape == (6, sum(widths)) and out.metrics["features"] == "stages"
+        blocks = np.split(out.embeddings, np.cumsum(widths)[:-1], axis=1)
+        for block in blocks:
+            np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-4)
+        head = pooled.embeddings / np.linalg.norm(pooled.embeddings, axis=1, keepdims=True)
+        np.testing.assert_allclose(blocks[-1], head, atol=1e-5)
+        assert not np.allclose(blocks[0], blocks[1][:, :64])  # the stages are read, not the head repeated
+        assert (
+            stages.settings()["features"] == "stages"
+            and "features" not in BackboneEmbedding("resnet18", weights=str(tmp_path / "w.pth")).settings()
+        )  # pooled entries keep the keys they had
+        with pytest.raises(ValueError, match="embedding.features='middle': use one of pooled, stages"):
+            BackboneEmbedding("resnet18", random_init=True, features="middle")
+
+    def test_probe_reports_how_well_labeled_features_keep_classes_apart(self, tmp_path: Path) -> None:
+        pool = tiny_pool(40, side=16)
+        labels = np.arange(40) % 2
+        # class 1 bright, class 0 dark: even an untrained network's features keep them apart
+        images = (pool.images // 8 + torch.from_numpy(labels * 200).view(-1, 1, 1, 1)).to(torch.uint8)
+        labeled = ImageSet(images, pool.ids, source="tiny", labels=labels)
+        out = BackboneEmbedding("resnet18", random_init=True, probe_k=3).compute(ctx_for(labeled, tmp_path))
+        assert out.metrics["knn_k"] == 3 and out.metrics["knn_holdout"] == 8
+        assert out.metrics["knn_accuracy"] == 1.0
+        shuffled = ImageSet(
+            images, pool.ids, source="tiny", labels=np.random.default_rng(0).permutation(labels)
+        )
+        chance = BackboneEmbedding("resnet18", random_init=True, probe_k=3).compute(
+            ctx_for(shuffled, tmp_path)
+        )
+        assert chance.metrics["knn_accuracy"] < 1.0
+        unlabeled = BackboneEmbedding("resnet18", random_init=True).compute(ctx_for(pool, tmp_path))
+        assert "knn_accuracy" not in unlabeled.metrics
+
 
 class TestCache:
     def test_key_ignores_keyword_order_and_sees_every_value(self) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgselect.embeddings.ssl import knn_probe
+from imgselect.embeddings.probe import knn_probe
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.ssl import SimCLRModule, SimCLRViews, nt_xent
 

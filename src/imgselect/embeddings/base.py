@@ -79,3 +79,13 @@ class Embedding(Protocol):
     def compute(self, ctx: EmbedContext) -> EmbedOutput:
         """Embed ``ctx.pool``."""
         ...
+
+
+@runtime_checkable
+class PretrainingReadout(Protocol):
+    """An embedding of the job's pretraining (``from_pretraining``) that may read the pretrained backbone itself
+    (``embedding=ssl embedding.features=stages``)."""
+
+    def readout(self, backbone: Path) -> Embedding | None:
+        """The embedding that reads the ``backbone`` weights file, or ``None``: the pretraining's own vectors."""
+        ...

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from imgselect.embeddings.backbone import READOUTS, BackboneEmbedding
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
+from imgselect.embeddings.probe import knn_probe
 from imgselect.io.artifacts import atomic_path, write_json_atomic
 from imgselect.run.callbacks import embed_images
 from imgselect.run.runtime import is_rank_zero
@@ -37,33 +38,6 @@ class PretrainModel(Protocol):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor: ...
     def backbone_state(self) -> dict[str, torch.Tensor]: ...
-
-
-def knn_probe(
-    features: np.ndarray, labels: np.ndarray, k: int = 10, holdout: float = 0.2, seed: int = 0
-) -> dict[str, float | int]:
-    """Accuracy of a ``k``-nearest-neighbour vote (cosine similarity) for a random ``holdout`` share of the
-    images, neighbours drawn from the rest: how well the features keep classes together."""
-    x = np.asarray(features, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    y = np.asarray(labels)
-    n = len(x)
-    rng = np.random.default_rng(seed)
-    test = rng.permutation(n)[: max(1, round(n * holdout))]
-    train = np.setdiff1d(np.arange(n), test)
-    k = min(k, len(train))
-    n_classes = int(y.max()) + 1
-    correct = 0
-    neighbours = torch.from_numpy(x[train]).T  # gathered once, not per chunk of queries
-    for i in range(0, len(test), 2048):
-        q = test[i : i + 2048]
-        sim = torch.from_numpy(x[q]) @ neighbours
-        nn_idx = sim.topk(k, dim=1).indices.numpy()
-        votes = np.zeros((len(q), n_classes))
-        for j in range(k):
-            np.add.at(votes, (np.arange(len(q)), y[train[nn_idx[:, j]]]), 1.0)
-        correct += int((votes.argmax(1) == y[q]).sum())
-    return {"knn_k": k, "knn_accuracy": correct / len(test), "knn_holdout": len(test)}
 
 
 class SSLEmbedding:
@@ -151,15 +125,34 @@ class SSLEmbedding:
 
 
 class PretrainedEmbedding:
-    """``embedding=ssl``: the features of the job's pretraining (``pretrain=ssl``), computed there."""
+    """``embedding=ssl``: the features of the job's pretraining (``pretrain=ssl``).
+
+    Args:
+        features: ``pooled``: the backbone's pooled head, the vectors the pretraining computed itself;
+            ``stages``: its stages from stride 4 on as well (:func:`imgselect.embeddings.backbone.stage_features`),
+            read from the pretrained backbone's file by a :class:`BackboneEmbedding` (cached by the file's hash).
+        model: the pretraining's timm architecture (SimCLR's: the classifier's ``mobilenetv2_100``).
+    """
 
     name = "ssl"
     seeded = True
     cacheable = False
     from_pretraining = True
 
+    def __init__(self, features: str = "pooled", model: str = "mobilenetv2_100") -> None:
+        if features not in READOUTS:
+            raise ValueError(f"embedding.features={features!r}: use one of {', '.join(READOUTS)}")
+        self.features, self.model = features, model
+
     def settings(self) -> dict[str, Any]:
-        return {"from": "pretrain"}
+        return {"from": "pretrain", "features": self.features}
+
+    def readout(self, backbone: Path) -> BackboneEmbedding | None:
+        """The embedding that reads the pretrained ``backbone`` file, or ``None`` for the pooled features the
+        pretraining computed already."""
+        if self.features == "pooled":
+            return None
+        return BackboneEmbedding(model=self.model, weights=str(backbone), features=self.features)
 
     def compute(self, ctx: EmbedContext) -> EmbedOutput:
         raise ValueError("embedding=ssl uses the features of the pretraining: add pretrain=ssl")

@@ -21,7 +21,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from imgselect.embeddings.base import EmbedContext, Embedding
+from imgselect.embeddings.base import EmbedContext, Embedding, PretrainingReadout
 from imgselect.embeddings.ssl import BACKBONE_FILE
 from imgselect.io.artifacts import write_csv_atomic
 from imgselect.io.result import RunResult
@@ -493,12 +493,17 @@ def _embed(job: Job, out: _Outputs, timer: StageTimer) -> None:
         out.pretrained_info = pretrained.info
     if job.embedding is None:
         return
-    if job.embedding.from_pretraining and pretrained is not None:
-        out.embeddings, out.embedding_info = pretrained.embeddings, {**pretrained.info, "from": "pretrain"}
-        out.shard = pretrained.shard
-    else:
-        emb = embed_stage(job.embedding, ctx, job.cache_dir, timer, use_cache=job.use_cache)
-        out.embeddings, out.embedding_info, out.shard = emb.embeddings, emb.info, emb.shard
+    embedding, info = job.embedding, {}
+    if embedding.from_pretraining and pretrained is not None:
+        reader = embedding if isinstance(embedding, PretrainingReadout) else None
+        readout = reader.readout(job.out_dir / BACKBONE_FILE) if reader is not None else None
+        if readout is None:  # the pooled features the pretraining computed
+            out.embeddings, out.shard = pretrained.embeddings, pretrained.shard
+            out.embedding_info = {**pretrained.info, "from": "pretrain"}
+            return
+        embedding, info = readout, {"from": "pretrain"}  # its backbone read another way (embedding.features)
+    emb = embed_stage(embedding, ctx, job.cache_dir, timer, use_cache=job.use_cache)
+    out.embeddings, out.embedding_info, out.shard = emb.embeddings, {**emb.info, **info}, emb.shard
 
 
 def _select(job: Job, out: _Outputs, timer: StageTimer) -> None:
