@@ -54,6 +54,16 @@ def test_knn_probe_separates_separable_features() -> None:
     assert knn_probe(good, y)["knn_holdout"] == 120
 
 
+def test_knn_probe_draws_a_sample_of_a_large_pool() -> None:
+    """Over ``max_images`` the probe runs on that many images, drawn by the seed (its cost grows with the square)."""
+    rng = np.random.default_rng(1)
+    y = np.arange(500) % 2
+    good = np.eye(2)[y] + 0.05 * rng.normal(size=(500, 2))
+    small = knn_probe(good, y, max_images=100)
+    assert small["knn_holdout"] == 20 and small["knn_accuracy"] > 0.95
+    assert knn_probe(good, y, max_images=None)["knn_holdout"] == 100
+
+
 def test_pretraining_lowers_the_loss_and_its_backbone_starts_the_classifier(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = SimCLRModule(min_scale=0.8, color=0.1, grayscale=0.0)

@@ -77,7 +77,6 @@ class BackboneEmbedding:
 
         if features not in READOUTS:
             raise ValueError(f"embedding.features={features!r}: use one of {', '.join(READOUTS)}")
-
         if not timm.is_model(model):
             raise ValueError(f"embedding.model={model!r} is not a timm architecture (see timm.list_models())")
         self.weights = Path(weights) if weights else None
@@ -95,9 +94,8 @@ class BackboneEmbedding:
         self.seeded = self.random_init
 
     def settings(self) -> dict[str, Any]:
-        readout = (
-            {"features": self.features} if self.features != "pooled" else {}
-        )  # pooled keeps its old keys
+        # a pooled entry keeps the key it had before the stages reading existed
+        readout = {"features": self.features} if self.features != "pooled" else {}
         return {
             "model": self.model,
             "weights": str(self.weights) if self.weights else None,
