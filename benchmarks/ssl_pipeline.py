@@ -64,6 +64,11 @@ def start_name(job: dict[str, Any]) -> str:
     return init if learner == "pseudo" else f"{init}+{learner}"
 
 
+def differences(d: list[float]) -> dict[str, Any]:
+    """Paired differences, one a seed: their mean, the list, and how many are positive."""
+    return {"mean": statistics.fmean(d), "per_seed": d, "positive": sum(x > 0 for x in d), "n": len(d)}
+
+
 def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
     """cells[selector/init/budget][seed] = {before, after} of ``metric``; paired differences by seed."""
     cells: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
@@ -98,12 +103,18 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
                 if cells[a][s][phase] is not None and cells[b][s][phase] is not None
             ]
             if d:
-                pairs[f"{name} ({phase})"] = {
-                    "mean": statistics.fmean(d),
-                    "per_seed": d,
-                    "positive": sum(x > 0 for x in d),
-                    "n": len(d),
-                }
+                pairs[f"{name} ({phase})"] = differences(d)
+
+    def gain(name: str, key: str) -> None:
+        """What a job's learner added to the same job's labels-only models (after - before: the same picks,
+        start and backbone, so free of the spread between two sweeps' backbones)."""
+        d = [
+            float(c["after"]) - float(c["before"])  # type: ignore[arg-type]
+            for c in cells.get(key, {}).values()
+            if c["after"] is not None
+        ]
+        if d:
+            pairs[f"{name} (after)"] = differences(d)
 
     budgets = sorted({int(k.split("/")[2]) for k in cells})
     selectors = sorted({k.split("/")[0] for k in cells}, key=lambda s: (s != "random", s))
@@ -116,6 +127,7 @@ def table(jobs: list[dict[str, Any]], metric: str = "f1") -> dict[str, Any]:
             ):  # a learner against pseudo-labels, same picks and start
                 base, learner = init.split("+", 1)
                 pair(f"{b}: {learner} - pseudo-labels, {s}, {base}", f"{s}/{init}/{b}", f"{s}/{base}/{b}")
+                gain(f"{b}: {learner}'s model - the same job's labels alone, {s}, {base}", f"{s}/{init}/{b}")
         for s in selectors[1:]:
             for init in inits:
                 pair(f"{b}: {s} - random, {init}", f"{s}/{init}/{b}", f"random/{init}/{b}")
