@@ -167,7 +167,16 @@ def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["paper_table1", "smoke", "selection_10class", "ssl_2class", "ssl_10class", "fixmatch_10class"]
+    "name",
+    [
+        "paper_table1",
+        "smoke",
+        "selection_10class",
+        "ssl_2class",
+        "ssl_10class",
+        "fixmatch_10class",
+        "fixmatch_2class",
+    ],
 )
 def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     """The sweep files extend conf/train.yaml and carry their sweep; the CPU preset still applies on top."""
@@ -191,6 +200,12 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PixelsEmbedding")
         assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
         return
+    if name == "fixmatch_2class":  # the paper's task: {random, typiclust on SimCLR features} x FixMatch
+        assert params == {"budget": "125,200,500", "selector": "random,typiclust", "seed": "0,1,2"}
+        assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
+        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
+        assert list(cfg.data.classes) == [0, 6] and cfg.data.pool_limit is None and cfg.image_size == 32
+        return
     if name.startswith("ssl_"):  # {random, typiclust} x {scratch, pretrained=ssl} x budgets x seeds
         budgets, n_classes = {"ssl_2class": ("125,200,500,1000", 2), "ssl_10class": ("10,20,50", 10)}[name]
         assert params == {
@@ -206,6 +221,12 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     if name == "selection_10class":
         assert params == {"selector": "random,ae,ae_centroid", "budget": "10,20,50", "seed": "0,1,2"}
         assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
+        return
+    if name == "fixmatch_2class":  # the paper's task: {random, typiclust on SimCLR features} x FixMatch
+        assert params == {"budget": "125,200,500", "selector": "random,typiclust", "seed": "0,1,2"}
+        assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
+        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
+        assert list(cfg.data.classes) == [0, 6] and cfg.data.pool_limit is None and cfg.image_size == 32
         return
     assert params["selector"] == "ae,random"
     if name == "paper_table1":
