@@ -194,17 +194,18 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     params = dict(cfg.hydra.sweeper.params)
-    if name == "fixmatch_10class":  # issue 21: {random, typiclust on pixels} x FixMatch from the SimCLR start
-        assert params == {"budget": "10,20,50", "selector": "random,typiclust", "seed": "0,1,2"}
+    if name.startswith("fixmatch_"):  # {random, typiclust} x FixMatch from the SimCLR start
+        # ten classes: TypiClust on pixels, the first 12,000 images; the paper's task: on the SimCLR features
+        budgets, embedding, classes, pool_limit = {
+            "fixmatch_10class": ("10,20,50", "PixelsEmbedding", list(range(10)), 12000),
+            "fixmatch_2class": ("125,200,500", "PretrainedEmbedding", [0, 6], None),
+        }[name]
+        assert params == {"budget": budgets, "selector": "random,typiclust", "seed": "0,1,2"}
         assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
-        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PixelsEmbedding")
-        assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
-        return
-    if name == "fixmatch_2class":  # the paper's task: {random, typiclust on SimCLR features} x FixMatch
-        assert params == {"budget": "125,200,500", "selector": "random,typiclust", "seed": "0,1,2"}
-        assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
-        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
-        assert list(cfg.data.classes) == [0, 6] and cfg.data.pool_limit is None and cfg.image_size == 32
+        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith(embedding)
+        assert (
+            list(cfg.data.classes) == classes and cfg.data.pool_limit == pool_limit and cfg.image_size == 32
+        )
         return
     if name.startswith("ssl_"):  # {random, typiclust} x {scratch, pretrained=ssl} x budgets x seeds
         budgets, n_classes = {"ssl_2class": ("125,200,500,1000", 2), "ssl_10class": ("10,20,50", 10)}[name]
@@ -221,12 +222,6 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
     if name == "selection_10class":
         assert params == {"selector": "random,ae,ae_centroid", "budget": "10,20,50", "seed": "0,1,2"}
         assert len(cfg.data.classes) == 10 and cfg.data.pool_limit == 12000 and cfg.image_size == 32
-        return
-    if name == "fixmatch_2class":  # the paper's task: {random, typiclust on SimCLR features} x FixMatch
-        assert params == {"budget": "125,200,500", "selector": "random,typiclust", "seed": "0,1,2"}
-        assert cfg.semi.kind == "fixmatch" and cfg.classifier.pretrained == "ssl"
-        assert cfg.pretrain.epochs == 30 and cfg.embedding._target_.endswith("PretrainedEmbedding")
-        assert list(cfg.data.classes) == [0, 6] and cfg.data.pool_limit is None and cfg.image_size == 32
         return
     assert params["selector"] == "ae,random"
     if name == "paper_table1":
