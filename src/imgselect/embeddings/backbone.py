@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.embeddings.probe import knn_probe
+from imgselect.embeddings.probe import probe_if_labeled
 from imgselect.io.cache import sha256_file
 from imgselect.io.weights import read_state_dict
 from imgselect.run.progress import Progress
@@ -154,10 +154,6 @@ class BackboneEmbedding:
         metrics: dict[str, Any] = {"dim": int(emb.shape[1]), "random_init": self.random_init}
         if self.features != "pooled":
             metrics["features"] = self.features
-        if ctx.pool.labels is not None:
-            metrics.update(knn_probe(emb, ctx.pool.labels, self.probe_k, seed=ctx.seed))
-            log.info(
-                "embedding: %d-NN accuracy of the %s features on a held-out fifth of the pool: %.3f",
-                metrics["knn_k"], self.features, metrics["knn_accuracy"],
-            )  # fmt: skip
+        what = f"embedding: the {self.features} features of {self.model}"
+        metrics.update(probe_if_labeled(emb, ctx.pool.labels, self.probe_k, ctx.seed, what))
         return EmbedOutput(embeddings=emb, metrics=metrics)

@@ -3,8 +3,12 @@ folder): a k-nearest-neighbour vote on a held-out part of the pool. Labels serve
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 PROBE_MAX_IMAGES = 20_000  # a larger pool is probed on this many of its images, drawn by the seed
 
@@ -43,3 +47,20 @@ def knn_probe(
             np.add.at(votes, (np.arange(len(q)), y[train[nn_idx[:, j]]]), 1.0)
         correct += int((votes.argmax(1) == y[q]).sum())
     return {"knn_k": k, "knn_accuracy": correct / len(test), "knn_holdout": len(test)}
+
+
+def probe_if_labeled(
+    features: np.ndarray, labels: np.ndarray | None, k: int, seed: int, what: str
+) -> dict[str, float | int]:
+    """:func:`knn_probe` of ``features`` when the pool's ``labels`` are known (``{}`` otherwise), logged as
+    ``what`` (e.g. ``"pretraining: its features"``)."""
+    if labels is None:
+        return {}
+    probe = knn_probe(features, labels, k, seed=seed)
+    log.info(
+        "%s: %d-NN accuracy on a held-out fifth of the pool: %.3f",
+        what,
+        probe["knn_k"],
+        probe["knn_accuracy"],
+    )
+    return probe

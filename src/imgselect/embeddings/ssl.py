@@ -9,7 +9,6 @@ part of the pool says whether the features learned anything: labels are used for
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,12 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from imgselect.embeddings.backbone import READOUTS, BackboneEmbedding
 from imgselect.embeddings.base import EmbedContext, EmbedOutput
-from imgselect.embeddings.probe import knn_probe
+from imgselect.embeddings.probe import probe_if_labeled
 from imgselect.io.artifacts import atomic_path, write_json_atomic
 from imgselect.run.callbacks import embed_images
 from imgselect.run.runtime import is_rank_zero
-
-log = logging.getLogger(__name__)
 
 BACKBONE_FILE = "ssl_backbone.safetensors"
 BACKBONE_INFO = "ssl_backbone.json"
@@ -102,12 +99,9 @@ class SSLEmbedding:
         feats = embed_images(model.embed, pool.images, self.embed_batch_size, model.device, is_rank_zero())
         embed_s = time.perf_counter() - t1
         embeddings = feats.numpy()
-        if pool.labels is not None:
-            metrics.update(knn_probe(embeddings, pool.labels, self.probe_k, seed=ctx.seed))
-            log.info(
-                "pretraining: %d-NN accuracy of its features on a held-out fifth of the pool: %.3f",
-                metrics["knn_k"], metrics["knn_accuracy"],
-            )  # fmt: skip
+        metrics.update(
+            probe_if_labeled(embeddings, pool.labels, self.probe_k, ctx.seed, "pretraining: its features")
+        )
         files: list[Path] = []
         if is_rank_zero():
             from safetensors.torch import save_file
