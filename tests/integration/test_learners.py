@@ -30,6 +30,8 @@ def test_every_learner_keeps_before_and_after_meaning_the_same(
         assert 0 <= result["metrics"]["after"]["accuracy"] <= 1
     if learner == "fixmatch":
         assert result["classifier"]["fixmatch"]["steps"] == 4
+        settings = result["classifier"]["fixmatch"]["settings"]  # conf/semi/fixmatch.yaml's, as run
+        assert settings["mu"] == 2 and settings["threshold"] == 0.95 and settings["flex"] is True
         assert result["pseudo_size"] is None and "classifier_fixmatch" in result["timings_s"]
         assert (tmp_path / "out" / "classifier_final.pt").is_file()
     if learner == "pseudo":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from imgselect.run.pipeline import _pool_source, build_job
 
@@ -17,6 +18,17 @@ def test_the_job_holds_what_the_config_names(compose_cfg) -> None:
     assert job.labeler.reveals and job.selecting
     assert job.plan is not None and job.plan.seed == 3 and job.plan.learner == "pseudo"
     assert job.record["classifier_init"] == "scratch" and len(job.record["config_hash"]) > 8
+
+
+@pytest.mark.parametrize("start", ["hub", "file"])
+def test_the_record_names_where_the_classifier_starts(compose_cfg, tmp_path, start) -> None:
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "backbone.safetensors"
+    save_file({"conv_stem.weight": torch.zeros(1)}, str(weights))
+    value = weights if start == "file" else start
+    job = build_job(compose_cfg("experiment=cpu", "selector=random", f"classifier.pretrained={value}"))
+    assert job.record["classifier_init"] == start  # never "scratch" for a pretrained start
 
 
 def test_a_persons_labels_with_budget_zero_train_without_choosing(compose_cfg, tmp_path) -> None:

@@ -128,6 +128,14 @@ def test_a_separable_task_is_learned_from_two_labels_per_class_and_the_pool(tmp_
         plan, trainers, 2, (pool[chosen], truth[chosen]), pool, rest, unlabeled_labels=truth[rest]
     )
     assert info["steps"] == 200
+    assert info["settings"] == {
+        "batch_size": 4,
+        "mu": 4,
+        "threshold": 0.9,
+        "lr": 0.03,
+        "ema_decay": 0.9,
+        "flex": True,
+    }
     assert info["last_epoch"]["train/mask"] > 0.5  # the pool took part
     pred = model.predict_proba(val).argmax(1).numpy()
     assert (pred == val_y).mean() >= 0.85

@@ -175,3 +175,39 @@ def test_ssl_table_reports_the_metric_asked_for_and_names_it(tmp_path: Path) -> 
     assert t["paired_by_seed"]["20: typiclust on ssl - random, ssl (before)"]["per_seed"] == pytest.approx(
         [0.1]
     )
+
+
+def test_fixmatch_settings_table_pairs_one_setting_by_seed(tmp_path: Path) -> None:
+    import fixmatch_settings
+
+    def job(flex: bool, seed: int, before: float, after: float, val_size: int = 2000) -> dict[str, Any]:
+        last = {"train/mask": 1.0 if flex else 0.4, "train/pseudo_acc": 0.7 if flex else 0.9}
+        fm = {"steps": 1000, "settings": {"flex": flex, "threshold": 0.95}, "last_epoch": last}
+        return {
+            "selector": "typiclust",
+            "budget": 20,
+            "seed": seed,
+            "val_size": val_size,
+            "classifier": {"learner": "fixmatch", "fixmatch": fm},
+            "metrics": {"before": {"accuracy": before}, "after": {"accuracy": after}},
+        }
+
+    runs = [(True, 0, 0.5, 0.60), (True, 1, 0.5, 0.62), (False, 0, 0.5, 0.66), (False, 1, 0.5, 0.61)]
+    runs.append((False, 2, 0.5, 0.70))  # no flex=true partner: counted in its cell, not paired
+    for i, r in enumerate(runs):
+        (tmp_path / f"{i}.json").write_text(json.dumps(job(*r)))
+    t = fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "flex", "accuracy")
+    assert t["summary"]["20/False"]["after"]["n"] == 3 and t["summary"]["20/True"]["mask"]["mean"] == 1.0
+    d = t["paired_by_seed"]["20: flex=False - flex=True, after"]
+    assert d["per_seed"] == pytest.approx([0.06, -0.01]) and d["positive"] == 1 and d["n"] == 2
+    gain = t["paired_by_seed"]["20: flex=True, after - the same job's labels alone"]
+    assert gain["per_seed"] == pytest.approx([0.10, 0.12]) and gain["positive"] == 2
+    md = fixmatch_settings.markdown(t)
+    assert "| 20 | True | 2 | 0.500 ± 0.000 / 0.610 ± 0.014 | 1.000 ± 0.000 | 0.700 ± 0.000 |" in md
+    assert "| 20: flex=False - flex=True, after | +2.5 (1/2) | +6.0, -1.0 |" in md
+    (tmp_path / "test.json").write_text(json.dumps(job(True, 2, 0.5, 0.6, val_size=10000)))
+    with pytest.raises(SystemExit, match="different sets"):  # a held-out split never beside the test split
+        fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "flex", "accuracy")
+    (tmp_path / "test.json").unlink()
+    with pytest.raises(SystemExit, match="no FixMatch setting 'mu'"):
+        fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "mu", "accuracy")

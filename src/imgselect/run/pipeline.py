@@ -75,10 +75,13 @@ SSL_START = "ssl"  # classifier.pretrained=ssl: start from the job's self-superv
 
 
 def classifier_init(cfg: DictConfig) -> str:
-    """Where the classifier starts, as ``result.json`` records it: ``ssl`` (``classifier.pretrained=ssl``, the
-    job's pretrained backbone) or ``scratch`` (random init, or a weights file / the hub)."""
-    ssl = has_classifier(cfg) and cfg.classifier.get("pretrained") == SSL_START
-    return SSL_START if ssl else "scratch"
+    """Where the classifier starts, as ``result.json`` records it: ``scratch`` (random init), ``ssl``
+    (``classifier.pretrained=ssl``, the job's pretrained backbone), ``hub`` (timm's ImageNet weights) or ``file``
+    (a weights file, named with its hash under ``inputs``)."""
+    start = cfg.classifier.get("pretrained") if has_classifier(cfg) else None
+    if start is None or str(start) == "":
+        return "scratch"
+    return str(start) if str(start) in (SSL_START, "hub") else "file"
 
 
 def pretraining_of(cfg: DictConfig) -> Embedding | None:

@@ -66,6 +66,13 @@ class FixMatchPlan:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"semi.{name}={getattr(self, name)} must be at least 1")
 
+    def settings(self) -> dict[str, Any]:
+        """What result.json records of the run's settings: the step sizes and the module's scalar settings
+        (threshold, flex, ema_decay, lr, ...), so jobs that differ only there can be told apart."""
+        module = getattr(self.wrap, "keywords", {})
+        scalars = {k: v for k, v in module.items() if isinstance(v, (bool, int, float, str))}
+        return {"batch_size": self.batch_size, "mu": self.mu, **scalars}
+
 
 Learner = Literal["pseudo", "fixmatch", "none"]
 
@@ -255,7 +262,8 @@ def train_fixmatch(
     combined = CombinedLoader({"labeled": labeled_loader, "unlabeled": unlabeled_loader}, mode="min_size")
     trainer.fit(module, train_dataloaders=combined)
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-    return module.finished_classifier(), {"steps": epochs * per_epoch, "last_epoch": metrics}
+    info = {"steps": epochs * per_epoch, "settings": fm.settings(), "last_epoch": metrics}
+    return module.finished_classifier(), info
 
 
 @dataclass(frozen=True)
