@@ -4,7 +4,11 @@
 others, paired by seed, with how many seeds are ahead.
 
     .venv/bin/python benchmarks/fixmatch_settings.py <sweep folder> --key flex \
-        --out benchmarks/results/fixmatch_threshold_holdout.json
+        --out benchmarks/results/fixmatch_holdout_threshold.json
+    .venv/bin/python benchmarks/fixmatch_settings.py <sweep folders> --key steps --where flex=True \
+        --out benchmarks/results/fixmatch_holdout_steps.json
+
+``--where KEY=VALUE`` keeps only the jobs run with that setting (repeatable).
 
 Jobs must share their validation set (a held-out split and the test split are never mixed in one table).
 """
@@ -24,12 +28,36 @@ from ssl_pipeline import differences, load_jobs
 RUN = ("train/mask", "train/pseudo_acc")  # what the last 100 steps of each run report
 
 
+def _order(value: str) -> tuple[float, str]:
+    """Numbers by size (``"500" < "1000"``), ``False`` before ``True``, other text after them."""
+    try:
+        return float(value), value
+    except ValueError:
+        return {"False": 0.0, "True": 1.0}.get(value, float("inf")), value
+
+
 def _mean_std(v: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
 
 
+def settings_of(job: dict[str, Any]) -> dict[str, str]:
+    """A FixMatch job's settings as text (its steps among them); empty for any other job."""
+    fm = (job.get("classifier") or {}).get("fixmatch")
+    if not fm:
+        return {}
+    return {k: str(v) for k, v in {"steps": fm.get("steps"), **fm.get("settings", {})}.items()}
+
+
+def keep(jobs: list[dict[str, Any]], where: list[str]) -> list[dict[str, Any]]:
+    """The jobs whose settings match every ``KEY=VALUE`` of ``where``."""
+    wanted = dict(w.split("=", 1) for w in where)
+    return [r for r in jobs if all(settings_of(r).get(k) == v for k, v in wanted.items())]
+
+
 def table(jobs: list[dict[str, Any]], key: str, metric: str) -> dict[str, Any]:
     """cells[budget][value][seed] = {before, after, mask, pseudo_acc}; summaries and paired differences."""
+    if not jobs:
+        raise SystemExit("no jobs to compare (check the folders and --where)")
     val_sizes = {r.get("val_size") for r in jobs}
     if len(val_sizes) > 1:
         raise SystemExit(
@@ -37,10 +65,11 @@ def table(jobs: list[dict[str, Any]], key: str, metric: str) -> dict[str, Any]:
         )
     cells: dict[int, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
     for r in jobs:
-        fm = (r.get("classifier") or {}).get("fixmatch")
-        if not fm or key not in fm.get("settings", {}):
+        settings = settings_of(r)
+        if key not in settings:
             raise SystemExit(f"{r['_file']}: no FixMatch setting {key!r} recorded (semi=fixmatch jobs only)")
-        value, seed = str(fm["settings"][key]), int(r["seed"])
+        fm = r["classifier"]["fixmatch"]
+        value, seed = settings[key], int(r["seed"])
         if seed in cells[r["budget"]][value]:
             raise SystemExit(f"two jobs for budget {r['budget']}, {key}={value}, seed {seed}: {r['_file']}")
         last = fm.get("last_epoch", {})
@@ -59,13 +88,13 @@ def table(jobs: list[dict[str, Any]], key: str, metric: str) -> dict[str, Any]:
             }
             gain = [c["after"] - c["before"] for c in by_seed.values()]
             pairs[f"{b}: {key}={value}, after - the same job's labels alone"] = differences(gain)
-        values = sorted(by_value)
-        for i, a in enumerate(values):
-            for other in values[i + 1 :]:
-                seeds = sorted(set(by_value[a]) & set(by_value[other]))
-                d = [by_value[a][s]["after"] - by_value[other][s]["after"] for s in seeds]
+        values = sorted(by_value, key=_order)
+        for i, low in enumerate(values):
+            for high in values[i + 1 :]:  # the larger value (True, more steps) minus the smaller
+                seeds = sorted(set(by_value[low]) & set(by_value[high]))
+                d = [by_value[high][s]["after"] - by_value[low][s]["after"] for s in seeds]
                 if d:
-                    pairs[f"{b}: {key}={a} - {key}={other}, after"] = differences(d)
+                    pairs[f"{b}: {key}={high} - {key}={low}, after"] = differences(d)
     return {
         "metric": metric,
         "key": key,
@@ -115,11 +144,12 @@ def main() -> None:
     parser.add_argument(
         "--key", required=True, help="the setting the jobs differ in (flex, threshold, mu, ...)"
     )
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only these jobs")
     parser.add_argument("--metric", default="accuracy", choices=("accuracy", "f1", "auroc"))
     parser.add_argument("--out", type=Path, required=True, help="JSON to write; the markdown goes beside it")
     parser.add_argument("--command", default=" ".join(["python", *sys.argv]), help="how the jobs were run")
     args = parser.parse_args()
-    t = table(load_jobs(args.paths), args.key, args.metric)
+    t = table(keep(load_jobs(args.paths), args.where), args.key, args.metric)
     save_result(args.out, args.command, **t)
     md = markdown(t)
     args.out.with_suffix(".md").write_text(md)

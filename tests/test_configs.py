@@ -176,7 +176,7 @@ def test_experiment(name: str, compose_cfg: Callable[..., DictConfig]) -> None:
         "ssl_10class",
         "fixmatch_10class",
         "fixmatch_2class",
-        "fixmatch_threshold",
+        "fixmatch_holdout",
     ],
 )
 def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
@@ -195,7 +195,7 @@ def test_versioned_sweeps_compose(name: str, tmp_path) -> None:
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     params = dict(cfg.hydra.sweeper.params)
-    if name == "fixmatch_threshold":  # a setting chosen on the held-out split, never on validation
+    if name == "fixmatch_holdout":  # a setting chosen on the held-out split, never on validation
         assert params == {"semi.module.flex": "true,false", "seed": "0,1,2"}
         assert cfg.data.val_split == "train_holdout" and cfg.budget == 20 and len(cfg.data.classes) == 10
         assert cfg.selector.name == "typiclust" and cfg.embedding._target_.endswith("PixelsEmbedding")

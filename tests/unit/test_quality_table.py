@@ -198,16 +198,26 @@ def test_fixmatch_settings_table_pairs_one_setting_by_seed(tmp_path: Path) -> No
         (tmp_path / f"{i}.json").write_text(json.dumps(job(*r)))
     t = fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "flex", "accuracy")
     assert t["summary"]["20/False"]["after"]["n"] == 3 and t["summary"]["20/True"]["mask"]["mean"] == 1.0
-    d = t["paired_by_seed"]["20: flex=False - flex=True, after"]
-    assert d["per_seed"] == pytest.approx([0.06, -0.01]) and d["positive"] == 1 and d["n"] == 2
+    d = t["paired_by_seed"]["20: flex=True - flex=False, after"]
+    assert d["per_seed"] == pytest.approx([-0.06, 0.01]) and d["positive"] == 1 and d["n"] == 2
     gain = t["paired_by_seed"]["20: flex=True, after - the same job's labels alone"]
     assert gain["per_seed"] == pytest.approx([0.10, 0.12]) and gain["positive"] == 2
     md = fixmatch_settings.markdown(t)
     assert "| 20 | True | 2 | 0.500 ± 0.000 / 0.610 ± 0.014 | 1.000 ± 0.000 | 0.700 ± 0.000 |" in md
-    assert "| 20: flex=False - flex=True, after | +2.5 (1/2) | +6.0, -1.0 |" in md
+    assert "| 20: flex=True - flex=False, after | -2.5 (1/2) | -6.0, +1.0 |" in md
     (tmp_path / "test.json").write_text(json.dumps(job(True, 2, 0.5, 0.6, val_size=10000)))
     with pytest.raises(SystemExit, match="different sets"):  # a held-out split never beside the test split
         fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "flex", "accuracy")
     (tmp_path / "test.json").unlink()
     with pytest.raises(SystemExit, match="no FixMatch setting 'mu'"):
         fixmatch_settings.table(fixmatch_settings.load_jobs([tmp_path]), "mu", "accuracy")
+    # the run's length against the shipped one, among the flex=True jobs only (steps: recorded beside settings)
+    long = job(True, 0, 0.5, 0.65)
+    long["classifier"]["fixmatch"]["steps"] = 2000
+    (tmp_path / "long.json").write_text(json.dumps(long))
+    jobs = fixmatch_settings.keep(fixmatch_settings.load_jobs([tmp_path]), ["flex=True"])
+    assert len(jobs) == 3
+    t = fixmatch_settings.table(jobs, "steps", "accuracy")
+    assert t["paired_by_seed"]["20: steps=2000 - steps=1000, after"]["per_seed"] == pytest.approx([0.05])
+    with pytest.raises(SystemExit, match="no jobs"):
+        fixmatch_settings.table(fixmatch_settings.keep(jobs, ["flex=maybe"]), "steps", "accuracy")
