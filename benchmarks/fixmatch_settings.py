@@ -16,13 +16,12 @@ Jobs must share their validation set (a held-out split and the test split are ne
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from record import save_result
+from record import mean_std, save_result
 from ssl_pipeline import differences, load_jobs
 
 RUN = ("train/mask", "train/pseudo_acc")  # what the last 100 steps of each run report
@@ -34,10 +33,6 @@ def _order(value: str) -> tuple[float, str]:
         return float(value), value
     except ValueError:
         return {"False": 0.0, "True": 1.0}.get(value, float("inf")), value
-
-
-def _mean_std(v: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
 
 
 def settings_of(job: dict[str, Any]) -> dict[str, str]:
@@ -83,9 +78,10 @@ def table(jobs: list[dict[str, Any]], key: str, metric: str) -> dict[str, Any]:
     for b, by_value in sorted(cells.items()):
         for value, by_seed in sorted(by_value.items()):
             fields = sorted({f for c in by_seed.values() for f in c})
-            summary[f"{b}/{value}"] = {
-                f: _mean_std([c[f] for c in by_seed.values() if f in c]) for f in fields
-            }
+            cell = summary[f"{b}/{value}"] = {}
+            for f in fields:
+                v = [c[f] for c in by_seed.values() if f in c]
+                cell[f] = {**mean_std(v), "n": len(v)}
             gain = [c["after"] - c["before"] for c in by_seed.values()]
             pairs[f"{b}: {key}={value}, after - the same job's labels alone"] = differences(gain)
         values = sorted(by_value, key=_order)
