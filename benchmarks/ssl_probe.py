@@ -9,6 +9,9 @@ of the backbone's pooled features on a held-out fifth of the pool (:func:`imgsel
 labels used for this diagnosis only) and the wall time so far. Baselines with the same probe: the raw pixels,
 the pixels embedding (16x16, PCA-50) and the randomly initialised backbone (epoch 0).
 
+``--method byol`` pretrains BYOL (``conf/pretrain/byol.yaml``'s model) instead, with the same views, probe and
+schedule.
+
 Another pool: ``--classes 0 1 2 3 4 5 6 7 8 9 --pool-limit 12000`` (the ten-class table's); ``--epochs 0``
 measures the baselines only, with the held-out fifth of ``--seed`` (a job's probe uses the job's seed):
 
@@ -41,11 +44,11 @@ from datamodules.fashion_mnist import CLASS_NAMES  # noqa: E402
 from imgselect.embeddings.backbone import stage_features  # noqa: E402
 from imgselect.embeddings.probe import knn_probe  # noqa: E402
 from imgselect.run.callbacks import embed_images  # noqa: E402
-from lightning_modules.ssl import SimCLRModule  # noqa: E402
+from lightning_modules.ssl import BYOLModule, SimCLRModule, ViewPretraining  # noqa: E402
 
 
 @torch.no_grad()
-def tap_features(model: SimCLRModule, images: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
+def tap_features(model: ViewPretraining, images: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
     """Features of ``images`` taken at each stage of the backbone, not only after its last stride: the stage
     outputs averaged over their map (``s4``..``s32``) and flattened (``s16_flat``: the 2x2 map at 32x32), the
     pooled 1280-d head (``pool``, what the job uses) and the L2-normalised pooled stages side by side
@@ -64,6 +67,9 @@ def tap_features(model: SimCLRModule, images: torch.Tensor, batch: int = 512) ->
             out.setdefault(k, []).append(v.float().numpy())
     model.train()
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+METHODS: dict[str, type[ViewPretraining]] = {"simclr": SimCLRModule, "byol": BYOLModule}
 
 
 class Probe(pl.Callback):
@@ -108,6 +114,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--method", choices=sorted(METHODS), default="simclr", help="pretrain=ssl (simclr) or byol"
+    )
+    ap.add_argument(
         "--classes", type=int, nargs="+", default=[0, 6], help="Fashion-MNIST classes of the pool"
     )
     ap.add_argument("--pool-limit", type=int, default=None, help="the first N train images of those classes")
@@ -116,7 +125,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="SimCLRModule settings other than conf/pretrain/ssl.yaml's, e.g. min_scale=0.6 temperature=0.2",
+        help="the module's settings other than its conf/pretrain defaults, e.g. min_scale=0.6 temperature=0.2",
     )
     ap.add_argument("--taps", action="store_true", help="also probe each backbone stage's features")
     ap.add_argument("--out", required=True)
@@ -145,7 +154,7 @@ def main() -> None:
     baselines["pixels embedding (16x16, PCA-50)"] = knn_probe(
         (centred @ v).numpy(), labels, 10, seed=args.seed
     )["knn_accuracy"]
-    model = SimCLRModule(**model_kw)
+    model = METHODS[args.method](**model_kw)
     feats0 = embed_images(model.embed, pool.images, 512, "cpu", False).numpy()
     baselines["mobilenetv2_100, random init (epoch 0)"] = knn_probe(feats0, labels, 10, seed=args.seed)[
         "knn_accuracy"
@@ -189,13 +198,18 @@ def main() -> None:
         callbacks=[probe],
     )
     trainer.fit(model, train_dataloaders=loader)
-    result = {
+    result: dict[str, Any] = {
         "command": " ".join(
             [f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", ".venv/bin/python", *sys.argv]
         ),
         "pool": described,
         "probe": probe_text,
-        "settings": {**dict(model.hparams), "epochs": args.epochs, "batch_size": args.batch_size},
+        "settings": {
+            "method": args.method,
+            **dict(model.hparams),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+        },
         "baselines": baselines,
         "curve": probe.rows,
         "threads": torch.get_num_threads(),

@@ -1,12 +1,13 @@
-"""LightningModules (autoencoder, classifier, FixMatch, SimCLR) and the plain nn.Modules inside them."""
+"""LightningModules (autoencoder, classifier, FixMatch, SimCLR, BYOL) and the plain nn.Modules inside them."""
 
 from lightning_modules.autoencoder import AutoencoderModule, ConvAutoencoder
 from lightning_modules.classifier import BatchAugment, ClassifierModule
 from lightning_modules.fixmatch import FixMatchModule, StrongAugment, flex_thresholds
-from lightning_modules.ssl import SimCLRModule, SimCLRViews
+from lightning_modules.ssl import BYOLModule, SimCLRModule, SimCLRViews
 
 __all__ = [
     "AutoencoderModule",
+    "BYOLModule",
     "BatchAugment",
     "ClassifierModule",
     "ConvAutoencoder",

@@ -177,7 +177,9 @@ class ClassifierModule(pl.LightningModule):
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
         if pretrained == "ssl":  # the pipeline replaces it with the job's backbone file
-            raise ValueError("classifier.pretrained=ssl starts from the job's pretraining: add pretrain=ssl")
+            raise ValueError(
+                "classifier.pretrained=ssl starts from the job's pretraining: add pretrain=ssl or pretrain=byol"
+            )
         self.save_hyperparameters()
         self.binary = num_classes == 2
         self.net = build_mobilenetv2(1 if self.binary else num_classes, pretrained)

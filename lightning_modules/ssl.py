@@ -1,14 +1,19 @@
-"""Self-supervised pretraining on the unlabeled pool: SimCLR (Chen et al., 2020) on the classifier's own
-architecture (timm ``mobilenetv2_100``), so one pretraining serves the selection (its pooled features) and the
-classifier (its backbone weights).
+"""Self-supervised pretraining on the unlabeled pool on the classifier's own architecture (timm
+``mobilenetv2_100``), so one pretraining serves the selection (its pooled features) and the classifier (its
+backbone weights). Two methods share the views, the backbone and the schedule:
 
-A compact implementation (views, projection head, NT-Xent loss) rather than lightly's: lightly pins the
-separate ``pytorch_lightning`` package, and these parts are a few dozen lines each, tested in
-``tests/unit/test_ssl.py``.
+* :class:`SimCLRModule` (Chen et al., 2020; ``pretrain=ssl``): contrastive, each view must find its partner
+  among the batch's other views (NT-Xent).
+* :class:`BYOLModule` (Grill et al., 2020; ``pretrain=byol``): no negatives; an online network predicts a
+  momentum (EMA) copy of itself on the other view.
+
+Compact implementations (views, heads, losses) rather than lightly's: lightly pins the separate
+``pytorch_lightning`` package, and these parts are a few dozen lines each, tested in ``tests/unit/test_ssl.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -78,68 +83,48 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
-class SimCLRModule(pl.LightningModule):
-    """SimCLR on ``mobilenetv2_100``: two views per image, a 2-layer projection head, NT-Xent; AdamW with a
-    cosine learning-rate schedule over the run. Batches are ``(uint8 images, anything)``.
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """The 2-layer head of SimCLR's projection and BYOL's projection and prediction: linear, batch norm,
+    ReLU, linear."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
 
-    After training, :meth:`embed` gives the backbone's pooled 1,280-d features (the selection's embedding)
-    and :meth:`backbone_state` the backbone's weights (the classifier's starting point; no head).
 
-    Args:
-        temperature: NT-Xent temperature.
-        proj_dim, hidden_dim: projection head sizes.
-        lr, weight_decay: AdamW settings.
-        min_scale, color, jitter_p, grayscale: the views (:class:`SimCLRViews`).
-        channels_last: channels-last memory format (faster on CPU).
-    """
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss: ``2 - 2 cos(p, z)`` averaged over the batch (0 when the prediction points where the target
+    does, 4 when opposite); the target ``z`` gets no gradient."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
+
+
+class ViewPretraining(pl.LightningModule):
+    """What SimCLR and BYOL share: the ``mobilenetv2_100`` backbone (channels-last on request), the views of
+    :class:`SimCLRViews`, ImageNet normalisation, AdamW with a cosine learning-rate schedule over the run, and
+    the two outputs the pipeline reads: :meth:`embed` (pooled 1,280-d features, the selection's embedding) and
+    :meth:`backbone_state` (the classifier's starting point). Batches are ``(uint8 images, anything)``."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
     def __init__(
-        self,
-        temperature: float = 0.5,
-        proj_dim: int = 128,
-        hidden_dim: int = 512,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-6,
-        min_scale: float = 0.3,
-        color: float = 0.4,
-        jitter_p: float = 0.8,
-        grayscale: float = 0.2,
-        channels_last: bool = True,
+        self, min_scale: float, color: float, jitter_p: float, grayscale: float, channels_last: bool
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"pretrain.model.temperature={temperature} must be positive")
-        self.save_hyperparameters()
         import timm
 
-        self.backbone = timm.create_model(ARCH, pretrained=False, num_classes=0)
-        feat = int(self.backbone.num_features)  # type: ignore[arg-type]
-        self.head = nn.Sequential(
-            nn.Linear(feat, hidden_dim),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, proj_dim),
-        )
-        self.views = SimCLRViews(min_scale, color, jitter_p, grayscale)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.backbone = self.backbone.to(memory_format=self.memory_format)
+        backbone = timm.create_model(ARCH, pretrained=False, num_classes=0)
+        self.backbone = backbone.to(memory_format=self.memory_format)
+        self.features = int(backbone.num_features)  # type: ignore[arg-type]
+        self.views = SimCLRViews(min_scale, color, jitter_p, grayscale)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-
-    def project(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self._normalise(x01)))
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x = batch[0].float() / 255.0
-        loss = nt_xent(self.project(self.views(x)), self.project(self.views(x)), self.hparams["temperature"])
-        self.log("ssl/train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(x))
-        return loss
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,9 +140,139 @@ class SimCLRModule(pl.LightningModule):
         return {k: v.detach().cpu().contiguous() for k, v in self.backbone.state_dict().items()}
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
-        )
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SimCLRModule(ViewPretraining):
+    """SimCLR on ``mobilenetv2_100``: two views per image, a 2-layer projection head, NT-Xent; AdamW with a
+    cosine learning-rate schedule over the run. Batches are ``(uint8 images, anything)``.
+
+    After training, :meth:`embed` gives the backbone's pooled 1,280-d features (the selection's embedding)
+    and :meth:`backbone_state` the backbone's weights (the classifier's starting point; no head).
+
+    Args:
+        temperature: NT-Xent temperature.
+        proj_dim, hidden_dim: projection head sizes.
+        lr, weight_decay: AdamW settings.
+        min_scale, color, jitter_p, grayscale: the views (:class:`SimCLRViews`).
+        channels_last: channels-last memory format (faster on CPU).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        proj_dim: int = 128,
+        hidden_dim: int = 512,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        min_scale: float = 0.3,
+        color: float = 0.4,
+        jitter_p: float = 0.8,
+        grayscale: float = 0.2,
+        channels_last: bool = True,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"pretrain.model.temperature={temperature} must be positive")
+        super().__init__(min_scale, color, jitter_p, grayscale, channels_last)
+        self.save_hyperparameters()
+        self.head = mlp_head(self.features, hidden_dim, proj_dim)
+
+    def project(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self._normalise(x01)))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch[0].float() / 255.0
+        loss = nt_xent(self.project(self.views(x)), self.project(self.views(x)), self.hparams["temperature"])
+        self.log("ssl/train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(x))
+        return loss
+
+
+def momentum_at(step: int, total: int, base: float) -> float:
+    """BYOL's target momentum: ``base`` at the first step, rising to 1 along a cosine at the last."""
+    if total <= 1:
+        return base
+    return 1 - (1 - base) * (math.cos(math.pi * min(step, total) / total) + 1) / 2
+
+
+class BYOLModule(ViewPretraining):
+    """BYOL on ``mobilenetv2_100``: the online network (backbone, projection, prediction head) predicts, from
+    one view, the projection a momentum copy of its backbone and projection (the target, never trained by
+    gradient) gives the other view; both directions, :func:`byol_loss`. After each step the target moves
+    toward the online weights by ``1 - momentum`` (``momentum`` rising from ``momentum`` to 1 over the run,
+    :func:`momentum_at`). No negatives, so no dependence on the batch size for them. The backbone handed on
+    is the online one.
+
+    Args:
+        proj_dim, hidden_dim: projection and prediction head sizes.
+        momentum: the target's momentum at the first step.
+        lr, weight_decay: AdamW settings (cosine schedule over the run).
+        min_scale, color, jitter_p, grayscale: the views (:class:`SimCLRViews`).
+        channels_last: channels-last memory format (faster on CPU).
+    """
+
+    def __init__(
+        self,
+        proj_dim: int = 128,
+        hidden_dim: int = 512,
+        momentum: float = 0.99,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        min_scale: float = 0.3,
+        color: float = 0.4,
+        jitter_p: float = 0.8,
+        grayscale: float = 0.2,
+        channels_last: bool = True,
+    ) -> None:
+        if not 0 <= momentum < 1:
+            raise ValueError(f"pretrain.model.momentum={momentum} must be in [0, 1)")
+        super().__init__(min_scale, color, jitter_p, grayscale, channels_last)
+        self.save_hyperparameters()
+        self.projector = mlp_head(self.features, hidden_dim, proj_dim)
+        self.predictor = mlp_head(proj_dim, hidden_dim, proj_dim)
+        self.target_backbone = copy.deepcopy(self.backbone)
+        self.target_projector = copy.deepcopy(self.projector)
+        for p in self.target_parameters():
+            p.requires_grad_(False)
+        self.momentum = momentum
+
+    def target_parameters(self) -> list[torch.Tensor]:
+        return [*self.target_backbone.parameters(), *self.target_projector.parameters()]
+
+    def online_parameters(self) -> list[torch.Tensor]:
+        return [*self.backbone.parameters(), *self.projector.parameters()]
+
+    def predict_view(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.projector(self.backbone(self._normalise(x01))))
+
+    @torch.no_grad()
+    def target_view(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.target_projector(self.target_backbone(self._normalise(x01)))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch[0].float() / 255.0
+        v1, v2 = self.views(x), self.views(x)
+        loss = (byol_loss(self.predict_view(v1), self.target_view(v2)) +
+                byol_loss(self.predict_view(v2), self.target_view(v1))) / 2  # fmt: skip
+        self.log("ssl/train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(x))
+        return loss
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """Move the target's weights toward the online ones: ``t <- m t + (1 - m) o``; its batch-norm
+        statistics are copied from the online network."""
+        torch._foreach_lerp_(self.target_parameters(), self.online_parameters(), 1 - momentum)
+        for online, target in (
+            (self.backbone, self.target_backbone),
+            (self.projector, self.target_projector),
+        ):
+            for b_t, b_o in zip(target.buffers(), online.buffers(), strict=True):
+                b_t.copy_(b_o)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        total = int(self.trainer.estimated_stepping_batches)
+        self.momentum = momentum_at(self.global_step, total, self.hparams["momentum"])
+        self.update_target(self.momentum)

@@ -41,6 +41,18 @@ def test_groups_are_all_there() -> None:
     assert {"cpu", "gpu", "ddp"} <= set(options("trainer"))
     assert {"none", "dhash", "embedding"} <= set(options("dedup"))
     assert {"oracle", "file"} <= set(options("data")) | set(options("labels"))
+    assert {"ssl", "byol"} <= set(options("pretrain"))
+
+
+@pytest.mark.parametrize(("name", "module"), [("ssl", "SimCLRModule"), ("byol", "BYOLModule")])
+def test_pretrain(name: str, module: str, compose_cfg: Callable[..., DictConfig]) -> None:
+    """Both methods build the same embedding class around their own module, with the CPU preset's length."""
+    cfg = compose_cfg("experiment=cpu", f"pretrain={name}")
+    assert cfg.pretrain._target_ == "imgselect.embeddings.SSLEmbedding"
+    assert cfg.pretrain.model._target_ == f"lightning_modules.{module}" and cfg.pretrain.epochs == 30
+    pretraining = instantiate(cfg.pretrain)
+    assert type(pretraining.model).__name__ == module and pretraining.epochs == 30
+    assert ("momentum" in pretraining.settings()) == (name == "byol")  # the cache keys of the two differ
 
 
 @pytest.mark.parametrize("name", options("dedup"))

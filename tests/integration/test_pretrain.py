@@ -62,3 +62,22 @@ def test_ssl_without_pretraining_fails_before_any_work(
 ) -> None:
     with pytest.raises(ValueError, match="add pretrain=ssl"):
         run(compose_cfg(*TINY, "data.data_dir=/nonexistent", *wanted))
+
+
+def test_byol_pretraining_starts_the_classifier_and_is_cached_apart_from_simclr(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    byol = ["pretrain=byol", *SSL[1:]]
+    run(compose_cfg(*TINY, *byol, "classifier.pretrained=ssl", "folds=2", "pseudo.size=0"))
+    out = tmp_path / "out"
+    r = json.loads((out / "result.json").read_text())
+    pre = r["pretrain"]
+    assert pre["cache_hit"] is False and pre["settings"]["momentum"] == 0.99 and pre["dim"] == 1280
+    assert 0 <= pre["ssl/train_loss"] <= 4 and 0.0 <= pre["knn_accuracy"] <= 1.0  # BYOL's loss: 2 - 2 cos
+    assert r["classifier_init"] == "ssl" and r["metrics"]["before"]["f1"] >= 0
+    assert (out / "ssl_backbone.safetensors").stat().st_size > 1_000_000
+    # SimCLR on the same pool and seed is another entry of the cache, not BYOL's read back
+    run(compose_cfg(*TINY, *SSL, "budget=7", "~classifier"))
+    simclr = json.loads((out / "result.json").read_text())["pretrain"]
+    assert simclr["cache_hit"] is False and simclr["cache_key"] != pre["cache_key"]
+    assert "momentum" not in simclr["settings"] and "temperature" in simclr["settings"]

@@ -28,7 +28,7 @@ BACKBONE_INFO = "ssl_backbone.json"
 
 
 class PretrainModel(Protocol):
-    """A self-supervised LightningModule (``SimCLRModule``)."""
+    """A self-supervised LightningModule (``SimCLRModule``, ``BYOLModule``)."""
 
     hparams: Any
     device: torch.device
@@ -42,7 +42,7 @@ class SSLEmbedding:
     batch dropped), then embed every pool image with its backbone.
 
     Args:
-        model: a fresh ``SimCLRModule`` (``conf/pretrain/ssl.yaml``).
+        model: a fresh ``SimCLRModule`` (``conf/pretrain/ssl.yaml``) or ``BYOLModule`` (``byol.yaml``).
         epochs: pretraining epochs.
         batch_size: images per step (each gives two views; more negatives per batch help SimCLR).
         embed_batch_size: images per forward pass when embedding.
@@ -149,4 +149,6 @@ class PretrainedEmbedding:
         return BackboneEmbedding(model=self.model, weights=str(backbone), features=self.features)
 
     def compute(self, ctx: EmbedContext) -> EmbedOutput:
-        raise ValueError("embedding=ssl uses the features of the pretraining: add pretrain=ssl")
+        raise ValueError(
+            "embedding=ssl uses the features of the pretraining: add pretrain=ssl (SimCLR) or pretrain=byol"
+        )

@@ -267,7 +267,7 @@ def build_job(cfg: DictConfig, logger: Any = None, input_ids: dict[str, str] | N
     if pretraining is None and ((embedding is not None and embedding.from_pretraining) or ssl_start):
         raise ValueError(
             "embedding=ssl and classifier.pretrained=ssl use the job's self-supervised pretraining: "
-            "add pretrain=ssl"
+            "add pretrain=ssl (SimCLR) or pretrain=byol"
         )
     return Job(
         out_dir=out_dir,
