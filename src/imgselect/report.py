@@ -53,10 +53,14 @@ def selector_label(result: dict[str, Any]) -> str:
     return f"{name} ({embedding})"
 
 
-def row_label(result: dict[str, Any]) -> str:
-    """Table 1 row of a job: :func:`selector_label`, plus the settings that set it apart (``[folds=2]``)."""
+def row_label(result: dict[str, Any], learner: bool = False) -> str:
+    """Table 1 row of a job: :func:`selector_label`; its learner when the sweep has more than one (or when
+    ``learner``: ``TypiClust (pixels), FixMatch``); the settings that set it apart (``[folds=2]``)."""
+    label = selector_label(result)
+    if learner or result.get("_learners_differ"):
+        label += f", {learner_name(result)}"
     variant = result.get("_variant")
-    return f"{selector_label(result)} [{variant}]" if variant else selector_label(result)
+    return f"{label} [{variant}]" if variant else label
 
 
 def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -91,11 +95,13 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     return results, missing
 
 
-# The axes of Table 1 (rows: selector and embedding; columns: budget; cells pool the seeds) and overrides that
-# do not change what a job computes; any other setting that differs between jobs makes rows of its own.
-TABLE_AXES = {"seed", "budget", "selector", "embedding"}
+# The axes of Table 1 (rows: selector and embedding, and the learner when jobs differ in it; columns: budget;
+# cells pool the seeds) and overrides that do not change what a job computes; any other setting that differs
+# between jobs makes rows of its own.
+TABLE_AXES = {"seed", "budget", "selector", "embedding", "semi"}
 NOT_SETTINGS = ("hydra", "paths", "resume", "cache", "logger", "progress")
-# result.json fields that change results, for jobs without .hydra/overrides.yaml (report on copied results)
+# result.json fields that change results, for jobs without .hydra/overrides.yaml (report on copied results);
+# a field a job leaves empty (pseudo_size under FixMatch) does not apply to it
 RESULT_SETTINGS = {"folds": "folds", "pseudo_size": "pseudo.size", "image_size": "image_size"}
 
 
@@ -106,9 +112,14 @@ def _override_key(override: str) -> str:
 def label_variants(results: list[dict[str, Any]]) -> list[str]:
     """Set ``result["_variant"]`` to the settings that tell a job apart from the others besides the table's
     axes (e.g. ``folds=2 pseudo.size=0``; ``""`` when none), so Table 1 never pools them as if they were seeds.
-    Returns the names of those settings."""
+    Jobs of different learners (``semi``) are told apart by ``result["_learners_differ"]`` instead: their rows
+    name the learner (:func:`row_label`). Returns the names of those settings."""
+    # results from before the semi group that learned nothing after (after: null) name no learner of their own
+    learners = {learner_of(r) for r in results if (r.get("classifier") or {}).get("learner") or _after(r)}
+    learners_differ = len(learners) > 1
     sets = []
     for r in results:
+        r["_learners_differ"] = learners_differ
         own = {
             o
             for o in r.get("_overrides", [])
@@ -118,6 +129,13 @@ def label_variants(results: list[dict[str, Any]]) -> list[str]:
             if r.get(field) is not None and not any(_override_key(o) == name for o in own):
                 own.add(f"{name}={r[field]}")
         sets.append(own)
+    # a result field only one kind of job has (pseudo.size: the pseudo-label jobs) is a setting of those jobs
+    # alone: it tells jobs apart only where two that have it differ
+    for field, name in RESULT_SETTINGS.items():
+        if len({r[field] for r in results if r.get(field) is not None}) <= 1:
+            for r, own in zip(results, sets, strict=True):
+                if not any(_override_key(o) == name for o in r.get("_overrides", [])):
+                    own.discard(f"{name}={r.get(field)}")
     common = set.intersection(*sets) if sets else set()
     keys: set[str] = set()
     for r, own in zip(results, sets, strict=True):
@@ -230,10 +248,19 @@ def learner_of(result: dict[str, Any]) -> str:
     learner = (result.get("classifier") or {}).get("learner")
     if learner:
         return str(learner)
-    return "pseudo" if (result.get("metrics") or {}).get("after") else "none"
+    return "pseudo" if _after(result) else "none"
 
 
 LEARNER_NAMES = {"pseudo": "pseudo-labels (paper)", "fixmatch": "FixMatch", "none": "labels only"}
+
+
+def _after(result: dict[str, Any]) -> bool:
+    return bool((result.get("metrics") or {}).get("after"))
+
+
+def learner_name(result: dict[str, Any]) -> str:
+    learner = learner_of(result)
+    return LEARNER_NAMES.get(learner, learner)
 
 
 def efficiency_points(results: list[dict[str, Any]], metric: str = "f1") -> dict[str, dict[int, list[float]]]:
@@ -249,9 +276,7 @@ def efficiency_points(results: list[dict[str, Any]], metric: str = "f1") -> dict
         if not m or m.get(metric) is None or math.isnan(m[metric]):
             continue
         labels = int((r.get("classifier") or {}).get("labeled") or r["budget"])
-        lines[f"{row_label(r)}, {LEARNER_NAMES.get(learner_of(r), learner_of(r))}"][labels].append(
-            float(m[metric])
-        )
+        lines[row_label(r, learner=True)][labels].append(float(m[metric]))
     return lines
 
 
@@ -265,9 +290,7 @@ def ceilings_of(results: list[dict[str, Any]], metric: str = "f1") -> dict[str, 
     for r in results:
         m = ((r.get("metrics") or {}).get("before") or {}).get(metric) if _labels_all(r) else None
         if m is not None:
-            found[f"all {r['pool_size']} labels ({LEARNER_NAMES.get(learner_of(r), learner_of(r))})"].append(
-                m
-            )
+            found[f"all {r['pool_size']} labels ({learner_name(r)})"].append(m)
     return {k: statistics.fmean(v) for k, v in found.items()}
 
 

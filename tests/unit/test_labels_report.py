@@ -293,3 +293,39 @@ def test_label_efficiency_draws_one_line_per_selector_and_learner(tmp_path: Path
     paths = write_table1(tmp_path, metric="accuracy", ceilings={"all labels, FixMatch": 0.95})
     assert paths["curve"].name == "label_efficiency.png" and paths["curve"].stat().st_size > 5000
     assert "With the pool (semi)" in paths["md"].read_text()  # not "pseudo-labeling" for FixMatch's rows
+
+
+@pytest.mark.parametrize("overrides", [True, False])
+def test_table1_gives_each_learner_rows_of_its_own(tmp_path: Path, overrides: bool) -> None:
+    """`semi=pseudo,fixmatch` in one sweep (or copies of its results, without .hydra): the learners are never
+    pooled as if seeds, their rows name them, and pseudo.size (which FixMatch jobs leave empty) is no setting
+    that sets the pseudo-label jobs apart."""
+    for name, learner, seed, after in (("0", "pseudo", 0, 0.60), ("1", "pseudo", 1, 0.62),
+                                       ("2", "fixmatch", 0, 0.70), ("3", "fixmatch", 1, 0.74)):  # fmt: skip
+        d = tmp_path / name
+        d.mkdir()
+        result = {
+            "selector": "random", "budget": 20, "seed": seed, "folds": 3,
+            "pseudo_size": 1000 if learner == "pseudo" else None, "classifier": {"learner": learner},
+            "metrics": {"before": {"accuracy": 0.5}, "after": {"accuracy": after}},
+        }  # fmt: skip
+        (d / "result.json").write_text(json.dumps(result))
+        if overrides:
+            (d / ".hydra").mkdir()
+            (d / ".hydra" / "overrides.yaml").write_text(f"- semi={learner}\n- seed={seed}\n- budget=20\n")
+    md = write_table1(tmp_path, metric="accuracy")["md"].read_text()
+    assert "| Random selection, pseudo-labels (paper) | With the pool (semi) | 0.610 ± 0.014 (n=2) |" in md
+    assert "| Random selection, FixMatch | With the pool (semi) | 0.720 ± 0.028 (n=2) |" in md
+    assert "pseudo.size" not in md and "semi=" not in md and "Settings that differ" not in md
+    # two pseudo-label sizes are two settings again
+    result = json.loads((tmp_path / "1" / "result.json").read_text())
+    (tmp_path / "1" / "result.json").write_text(json.dumps({**result, "pseudo_size": 500}))
+    if overrides:
+        (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text(
+            "- semi=pseudo\n- seed=1\n- pseudo.size=500\n"
+        )
+    md = write_table1(tmp_path, metric="accuracy")["md"].read_text()
+    assert (
+        "| Random selection, pseudo-labels (paper) [pseudo.size=500] | With the pool (semi) | 0.620 (n=1) |"
+        in md
+    )
