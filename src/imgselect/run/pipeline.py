@@ -459,7 +459,7 @@ def _check_against_pool(job: Job, out: _Outputs) -> None:
         budget=job.selector.budget,
         n_pool=len(pool),
         folds=plan.folds if plan is not None else None,
-        pseudo_size=plan.pseudo_size if plan is not None else None,
+        pseudo_size=plan.pseudo_size if plan is not None and plan.learner == "pseudo" else None,
         image_size=int(pool.images.shape[-1]),
         n_classes=len(out.dm.class_names),
         source=pool.source,
