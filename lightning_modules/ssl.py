@@ -238,6 +238,7 @@ class BYOLModule(ViewPretraining):
         for p in self.target_parameters():
             p.requires_grad_(False)
         self.momentum = momentum
+        self.total_steps = 1  # set when training starts
 
     def target_parameters(self) -> list[torch.Tensor]:
         return [*self.target_backbone.parameters(), *self.target_projector.parameters()]
@@ -272,7 +273,9 @@ class BYOLModule(ViewPretraining):
             for b_t, b_o in zip(target.buffers(), online.buffers(), strict=True):
                 b_t.copy_(b_o)
 
+    def on_train_start(self) -> None:
+        self.total_steps = int(self.trainer.estimated_stepping_batches)  # once, not at every step
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        total = int(self.trainer.estimated_stepping_batches)
-        self.momentum = momentum_at(self.global_step, total, self.hparams["momentum"])
+        self.momentum = momentum_at(self.global_step, self.total_steps, self.hparams["momentum"])
         self.update_target(self.momentum)

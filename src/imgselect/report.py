@@ -117,6 +117,11 @@ def label_variants(results: list[dict[str, Any]]) -> list[str]:
     # results from before the semi group that learned nothing after (after: null) name no learner of their own
     learners = {learner_of(r) for r in results if (r.get("classifier") or {}).get("learner") or _after(r)}
     learners_differ = len(learners) > 1
+    # a result field only one kind of job has (pseudo.size: the pseudo-label jobs) is a setting of those jobs
+    # alone: it tells jobs apart only where two that have it differ
+    varying = {
+        field for field in RESULT_SETTINGS if len({r[field] for r in results if r.get(field) is not None}) > 1
+    }
     sets = []
     for r in results:
         r["_learners_differ"] = learners_differ
@@ -126,16 +131,13 @@ def label_variants(results: list[dict[str, Any]]) -> list[str]:
             if _override_key(o) not in TABLE_AXES and not _override_key(o).startswith(NOT_SETTINGS)
         }
         for field, name in RESULT_SETTINGS.items():
-            if r.get(field) is not None and not any(_override_key(o) == name for o in own):
+            if (
+                field in varying
+                and r.get(field) is not None
+                and not any(_override_key(o) == name for o in own)
+            ):
                 own.add(f"{name}={r[field]}")
         sets.append(own)
-    # a result field only one kind of job has (pseudo.size: the pseudo-label jobs) is a setting of those jobs
-    # alone: it tells jobs apart only where two that have it differ
-    for field, name in RESULT_SETTINGS.items():
-        if len({r[field] for r in results if r.get(field) is not None}) <= 1:
-            for r, own in zip(results, sets, strict=True):
-                if not any(_override_key(o) == name for o in r.get("_overrides", [])):
-                    own.discard(f"{name}={r.get(field)}")
     common = set.intersection(*sets) if sets else set()
     keys: set[str] = set()
     for r, own in zip(results, sets, strict=True):
